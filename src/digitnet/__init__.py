@@ -1,0 +1,31 @@
+"""digitnet: a multilayer perceptron for handwritten digits, from scratch in NumPy.
+
+>>> from digitnet import Network
+>>> net = Network([784, 30, 10], activation="sigmoid", output="sigmoid", loss="quadratic")
+>>> net.n_params
+23860
+"""
+
+__version__ = "0.1.0"
+
+from .errors import DataError, DigitnetError, ImageError, ModelFileError, TrainingDiverged  # noqa: E402
+from .gradcheck import check_gradients  # noqa: E402
+from .network import Network  # noqa: E402
+from .optimizers import SGD, Adam, Momentum, Nesterov  # noqa: E402
+from .training import Callback, History  # noqa: E402
+
+__all__ = [
+    "Network", "History", "Callback", "check_gradients",
+    "SGD", "Momentum", "Nesterov", "Adam",
+    "DigitnetError", "DataError", "ModelFileError", "ImageError", "TrainingDiverged",
+    "load_model", "save_model",
+]
+
+
+def __getattr__(name):
+    # Model files import lazily so that `import digitnet` stays light.
+    if name in ("load_model", "save_model"):
+        from . import modelfile
+
+        return getattr(modelfile, name)
+    raise AttributeError(f"module 'digitnet' has no attribute {name!r}")

@@ -1,0 +1,382 @@
+"""The multilayer perceptron: dense layers, forward pass, backpropagation.
+
+Notation (the seed material's, batch-first):
+
+* ``X`` is ``(n_samples, n_features)``; one row per sample.
+* Layer ``l`` has weights ``W[l]`` of shape ``(n_out, n_in)`` and biases
+  ``b[l]`` of shape ``(n_out,)``.  It computes, for the whole batch at once,
+  ``z = a_prev · Wᵀ + b`` (``(n, n_in) @ (n_in, n_out) -> (n, n_out)``) and
+  ``a = f(z)``.
+* Backpropagation starts from ``δ_L = ∂loss/∂z_L`` (the loss object's
+  ``delta``) and walks back with the chain rule:
+
+  - ``∂loss/∂W[l] = δ_lᵀ · a_{l−1}``   ``(n_out, n) @ (n, n_in) -> (n_out, n_in)``
+  - ``∂loss/∂b[l] = Σ_samples δ_l``     ``(n_out,)``
+  - ``∂loss/∂a_{l−1} = δ_l · W[l]``     ``(n, n_out) @ (n_out, n_in) -> (n, n_in)``
+  - ``δ_{l−1} = f'_{l−1} applied to ∂loss/∂a_{l−1}`` (the activation's ``backward``)
+
+Every weight and bias lives in one flat buffer ``params`` (and every
+gradient in ``grads``), with ``weights[l]``/``biases[l]`` as reshaped views.
+That lets an optimiser update the whole network with a few array operations
+and makes saving, copying and gradient checking trivial.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .activations import Activation, get_activation
+from .errors import DataError, DigitnetError
+from .initializers import default_initializer, initialize, resolve_initializer
+from .losses import Loss, get_loss
+
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _as_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in _DTYPES:
+        raise DigitnetError(f"dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+class Network:
+    """A fully connected feed-forward network.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Units per layer, input first: ``[784, 30, 10]`` is 784 inputs, one
+        hidden layer of 30 units and 10 outputs.
+    activation : str
+        Activation of every hidden layer: ``"relu"``, ``"sigmoid"``, ``"tanh"``,
+        ``"identity"`` or ``"softmax"``.
+    output : str
+        Activation of the output layer (default ``"softmax"``).
+    loss : str or Loss
+        ``"cross_entropy"`` (``"ce"``), ``"binary_cross_entropy"`` (``"bce"``),
+        ``"quadratic"`` (Nielsen's ½‖a−y‖²) or ``"mse"`` (Raschka's mean).
+    init : str or list of str, optional
+        Initialiser for all layers or one per layer (see
+        :mod:`digitnet.initializers`); by default He for ReLU layers and
+        Glorot otherwise.
+    activations : list of str, optional
+        One activation per layer (``len(sizes) - 1`` of them); overrides
+        ``activation`` and ``output``.
+    dtype : float32 (default) or float64
+    seed : int, optional
+        Seeds the initial weights and, unless ``fit`` is given its own seed,
+        the shuffling.  The same seed gives the same network bit for bit.
+    """
+
+    def __init__(self, sizes, activation="relu", output="softmax", loss="cross_entropy",
+                 init=None, *, activations=None, dtype=np.float32, seed=None):
+        self.sizes = self._check_sizes(sizes)
+        n_layers = len(self.sizes) - 1
+        if activations is None:
+            activations = [activation] * (n_layers - 1) + [output]
+        if isinstance(activations, str) or len(activations) != n_layers:
+            raise DigitnetError(
+                f"activations must list one name per layer ({n_layers}), got {activations!r}")
+        self.activations: list[Activation] = [get_activation(a) for a in activations]
+        self.loss: Loss = get_loss(loss)
+        self.dtype = _as_dtype(dtype)
+        self._check_output_and_loss()
+
+        if init is None or isinstance(init, str):
+            init = [init] * n_layers
+        if len(init) != n_layers:
+            raise DigitnetError(f"init must be one name or one per layer ({n_layers}), got {init!r}")
+        self.init = [resolve_initializer(name) if name is not None
+                     else default_initializer(act.name)
+                     for name, act in zip(init, self.activations)]
+        if seed is not None:
+            try:
+                seed = int(seed)
+            except (TypeError, ValueError):
+                raise DigitnetError(f"seed must be an integer, got {seed!r}") from None
+            if seed < 0:
+                raise DigitnetError(f"seed must be ≥ 0, got {seed}")
+        self.seed = seed
+
+        #: free-form description kept with saved models (recipe, preprocessing, history)
+        self.metadata: dict = {}
+        self._allocate()
+        rng = np.random.default_rng(seed)
+        for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            W, b = initialize(self.init[l], n_in, n_out, rng, self.dtype)
+            self.weights[l][...] = W
+            self.biases[l][...] = b
+
+    # -- construction helpers ---------------------------------------------------
+    @staticmethod
+    def _check_sizes(sizes):
+        try:
+            sizes = [int(s) for s in sizes]
+        except (TypeError, ValueError):
+            raise DigitnetError(f"sizes must be a list of integers like [784, 30, 10], got {sizes!r}") from None
+        if len(sizes) < 2:
+            raise DigitnetError(
+                f"a network needs at least 2 layer sizes (inputs and outputs), got {sizes!r}")
+        if min(sizes) < 1:
+            raise DigitnetError(f"every layer needs at least one unit, got {sizes!r}")
+        return sizes
+
+    def _check_output_and_loss(self):
+        out = self.activations[-1]
+        if out.name == "softmax" and self.sizes[-1] == 1:
+            raise DigitnetError("softmax over a single output is always 1: use sigmoid for one output")
+        need = self.loss.needs_outputs_in
+        if need is not None and not (need[0] <= out.output_range[0] and out.output_range[1] <= need[1]):
+            raise DigitnetError(
+                f"the {self.loss.name} loss needs outputs between 0 and 1, but the output layer is "
+                f"{out.name}: use a sigmoid or softmax output, or a quadratic/mse loss")
+
+    def _allocate(self):
+        """One flat buffer for all parameters, one for all gradients; per-layer views."""
+        shapes = [(n_out, n_in) for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:])]
+        total = sum(o * i + o for o, i in shapes)
+        self.params = np.zeros(total, dtype=self.dtype)
+        self.grads = np.zeros(total, dtype=self.dtype)
+        self.weights, self.biases = [], []
+        self.grad_weights, self.grad_biases = [], []
+        offset = 0
+        for n_out, n_in in shapes:
+            for flat, W_list, b_list in ((self.params, self.weights, self.biases),
+                                         (self.grads, self.grad_weights, self.grad_biases)):
+                W_list.append(flat[offset:offset + n_out * n_in].reshape(n_out, n_in))
+                b_list.append(flat[offset + n_out * n_in:offset + n_out * n_in + n_out])
+            offset += n_out * n_in + n_out
+
+    # -- description ------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    @property
+    def n_params(self) -> int:
+        return int(self.params.size)
+
+    def summary(self) -> str:
+        """A table of the layers and the parameter count."""
+        rows = [f"Network {' → '.join(map(str, self.sizes))}  "
+                f"(loss: {self.loss.name}, {self.dtype.name})",
+                f"{'layer':>5}  {'shape':>13}  {'activation':<10} {'init':<13} {'parameters':>10}"]
+        for l, (W, act) in enumerate(zip(self.weights, self.activations), start=1):
+            n_out, n_in = W.shape
+            rows.append(f"{l:>5}  {f'{n_in} → {n_out}':>13}  {act.name:<10} {self.init[l - 1]:<13} "
+                        f"{W.size + n_out:>10,}")
+        rows.append(f"total parameters: {self.n_params:,}")
+        return "\n".join(rows)
+
+    def __repr__(self) -> str:
+        acts = ", ".join(a.name for a in self.activations)
+        return f"Network({self.sizes}, activations=[{acts}], loss={self.loss.name!r}, params={self.n_params:,})"
+
+    def get_config(self) -> dict:
+        """Everything but the numbers: enough to rebuild the architecture."""
+        return {"sizes": list(self.sizes),
+                "activations": [a.name for a in self.activations],
+                "loss": self.loss.name,
+                "init": list(self.init),
+                "dtype": self.dtype.name,
+                "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config: dict, params: np.ndarray | None = None) -> "Network":
+        net = cls(config["sizes"], activations=config["activations"], loss=config["loss"],
+                  init=config.get("init"), dtype=config.get("dtype", "float32"),
+                  seed=config.get("seed"))
+        if params is not None:
+            params = np.asarray(params)
+            if params.shape != net.params.shape:
+                raise DigitnetError(
+                    f"expected {net.params.size} parameters for layers {net.sizes}, got shape {params.shape}")
+            net.params[...] = params
+        return net
+
+    def copy(self, dtype=None) -> "Network":
+        """An independent copy, optionally converted to another dtype."""
+        config = self.get_config()
+        if dtype is not None:
+            config["dtype"] = _as_dtype(dtype).name
+        return Network.from_config(config, self.params)
+
+    # -- input checking ---------------------------------------------------------
+    def check_inputs(self, X, name="X") -> np.ndarray:
+        """Return ``X`` as a C-contiguous ``(n_samples, sizes[0])`` array of the network's dtype."""
+        X = np.asarray(X)
+        if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+            raise DataError(f"{name} must be numeric, got an array of {X.dtype}")
+        if X.ndim == 1 and X.size == self.sizes[0]:
+            X = X.reshape(1, -1)
+        elif X.ndim > 2 and int(np.prod(X.shape[1:])) == self.sizes[0]:
+            X = X.reshape(len(X), -1)  # e.g. (n, 28, 28) images
+        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
+            raise DataError(
+                f"{name} has shape {X.shape}, but the network expects (n_samples, {self.sizes[0]})")
+        if len(X) == 0:
+            raise DataError(f"{name} is empty: there are no samples")
+        X = np.ascontiguousarray(X, dtype=self.dtype)
+        if not np.isfinite(X).all():
+            row = int(np.argwhere(~np.isfinite(X))[0, 0])
+            raise DataError(f"{name} contains NaN or infinite values (first in row {row}): "
+                            "clean or drop those rows")
+        return X
+
+    def check_targets(self, y, n_samples: int, name="y"):
+        """Turn labels or target rows into ``(Y, labels)``.
+
+        ``y`` may be integer class labels ``(n,)`` (one-hot encoded here),
+        target rows ``(n, n_outputs)``, or for a single output ``(n,)``
+        values.  Returns ``Y`` ``(n, n_outputs)`` of the network's dtype and
+        ``labels`` ``(n,)`` (the class index per sample, used for accuracy).
+        """
+        y = np.asarray(y)
+        k = self.sizes[-1]
+        if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+            raise DataError(f"{name} must be numeric labels, got an array of {y.dtype}")
+        if len(y) != n_samples:
+            raise DataError(f"X has {n_samples} samples but {name} has {len(y)}: they must match")
+        if not np.isfinite(y).all():
+            raise DataError(f"{name} contains NaN or infinite values")
+        if k == 1:
+            Y = y.reshape(n_samples, 1).astype(self.dtype) if y.size == n_samples else None
+            if Y is None:
+                raise DataError(f"{name} has shape {y.shape}, but the network has one output")
+            return Y, (Y[:, 0] > 0.5).astype(np.int64)
+        if y.ndim == 1:
+            labels = y.astype(np.int64)
+            if not np.array_equal(labels, y):
+                raise DataError(f"{name} must hold whole-number class labels 0..{k - 1}")
+            bad = np.flatnonzero((labels < 0) | (labels >= k))
+            if bad.size:
+                raise DataError(
+                    f"{name} contains label {labels[bad[0]]} (row {bad[0]}), but the network has "
+                    f"{k} outputs: labels must be 0..{k - 1}")
+            Y = np.zeros((n_samples, k), dtype=self.dtype)
+            Y[np.arange(n_samples), labels] = 1
+            return Y, labels
+        if y.ndim == 2 and y.shape[1] == k:
+            Y = np.ascontiguousarray(y, dtype=self.dtype)
+            return Y, Y.argmax(axis=1)
+        raise DataError(f"{name} has shape {y.shape}: expected labels (n,) or targets (n, {k})")
+
+    # -- the forward pass -------------------------------------------------------
+    def _forward(self, X):
+        """Activations of every layer ``[X, a_1, …, a_L]`` and the output's ``z_L``."""
+        a = X
+        activations = [X]
+        z = None
+        for W, b, f in zip(self.weights, self.biases, self.activations):
+            z = a @ W.T          # (n, n_in) @ (n_in, n_out) -> (n, n_out)
+            z += b               # bias broadcast over the batch
+            a = f.forward(z)
+            activations.append(a)
+        return activations, z
+
+    def forward(self, X) -> list[np.ndarray]:
+        """Every layer's activations for a batch: ``[X, a_1, …, a_L]``, each ``(n, sizes[l])``."""
+        activations, _ = self._forward(self.check_inputs(X))
+        return activations
+
+    def predict_proba(self, X, batch_size: int = 8192) -> np.ndarray:
+        """Output activations ``(n, n_outputs)`` (class probabilities for softmax)."""
+        X = self.check_inputs(X)
+        out = np.empty((len(X), self.sizes[-1]), dtype=self.dtype)
+        for start in range(0, len(X), batch_size):
+            stop = start + batch_size
+            a = X[start:stop]
+            for W, b, f in zip(self.weights, self.biases, self.activations):
+                z = a @ W.T      # (n, n_in) @ (n_in, n_out) -> (n, n_out)
+                z += b
+                a = f.forward(z)
+            out[start:stop] = a
+        return out
+
+    def predict(self, X, batch_size: int = 8192) -> np.ndarray:
+        """Predicted class per sample ``(n,)`` int64 (argmax; threshold 0.5 for one output)."""
+        return self._labels_from_outputs(self.predict_proba(X, batch_size))
+
+    def _labels_from_outputs(self, a):
+        if a.shape[1] == 1:
+            return (a[:, 0] > 0.5).astype(np.int64)
+        return a.argmax(axis=1)
+
+    def _loss_value(self, a, Y, z):
+        fused = self.activations[-1].name == self.loss.fused_with
+        return self.loss.value(a, Y, z if fused else None)
+
+    def evaluate(self, X, y, batch_size: int = 8192) -> tuple[float, float]:
+        """Mean loss and accuracy (fraction correct) on a data set."""
+        X = self.check_inputs(X)
+        Y, labels = self.check_targets(y, len(X))
+        total, correct = 0.0, 0
+        for start in range(0, len(X), batch_size):
+            stop = start + batch_size
+            acts, z = self._forward(X[start:stop])
+            total += self._loss_value(acts[-1], Y[start:stop], z) * len(acts[-1])
+            correct += int(np.sum(self._labels_from_outputs(acts[-1]) == labels[start:stop]))
+        return total / len(X), correct / len(X)
+
+    # -- backpropagation --------------------------------------------------------
+    def _backprop(self, X, Y, l2_coef: float = 0.0):
+        """Forward and backward pass; fills ``self.grads``.
+
+        Returns ``(loss, output)``: the mean data loss of the batch (without
+        the L2 term) and the output activations ``(n, n_outputs)``.
+        ``l2_coef`` is λ/n_train: the L2 penalty (λ/2n)·Σ‖W‖² adds
+        (λ/n)·W to each weight gradient.
+        """
+        activations, z_out = self._forward(X)
+        a_out = activations[-1]
+        loss = self._loss_value(a_out, Y, z_out)
+        delta = self.loss.delta(self.activations[-1], a_out, Y)   # d_loss__d_z_L, (n, n_L)
+        for l in range(self.n_layers - 1, -1, -1):
+            a_prev = activations[l]
+            # d_loss__d_W = δᵀ · a_prev: (n_out, n) @ (n, n_in) -> (n_out, n_in)
+            np.matmul(delta.T, a_prev, out=self.grad_weights[l])
+            np.sum(delta, axis=0, out=self.grad_biases[l])            # (n_out,)
+            if l > 0:  # the input layer's own gradient is never needed
+                d_loss__d_a_prev = delta @ self.weights[l]             # (n, n_out) @ (n_out, n_in)
+                delta = self.activations[l - 1].backward(a_prev, d_loss__d_a_prev)
+        if l2_coef:
+            for W, gW in zip(self.weights, self.grad_weights):
+                gW += l2_coef * W           # ∂/∂W of (λ/2n)·‖W‖²
+        return loss, a_out
+
+    def l2_penalty(self, l2_coef: float) -> float:
+        """(λ/2n)·Σ‖W‖² for ``l2_coef`` = λ/n (biases are not decayed)."""
+        return 0.5 * l2_coef * float(sum(np.sum(W * W, dtype=np.float64) for W in self.weights))
+
+    def backward(self, X, y, l2: float = 0.0, n_train: int | None = None):
+        """Loss and every gradient for a batch.
+
+        Returns ``(loss, gradients)`` where ``gradients`` is a list with one
+        ``(dW (n_out, n_in), db (n_out,))`` pair per layer (copies).  With
+        ``l2`` = λ > 0 the loss includes Nielsen's (λ/2n)·Σ‖W‖², ``n`` being
+        ``n_train`` (default: the batch size).
+        """
+        X = self.check_inputs(X)
+        Y, _ = self.check_targets(y, len(X))
+        l2_coef = float(l2) / (n_train or len(X))
+        loss, _ = self._backprop(X, Y, l2_coef)
+        loss += self.l2_penalty(l2_coef)
+        return loss, [(gW.copy(), gb.copy()) for gW, gb in zip(self.grad_weights, self.grad_biases)]
+
+    def loss_value(self, X, y, l2: float = 0.0, n_train: int | None = None) -> float:
+        """The mean loss (plus the L2 penalty, if asked) without computing gradients."""
+        X = self.check_inputs(X)
+        Y, _ = self.check_targets(y, len(X))
+        activations, z = self._forward(X)
+        return self._loss_value(activations[-1], Y, z) + self.l2_penalty(float(l2) / (n_train or len(X)))
+
+    # -- training ---------------------------------------------------------------
+    def fit(self, X, y, **kwargs):
+        """Train with gradient descent; see :func:`digitnet.training.fit` for the options."""
+        from .training import fit
+
+        return fit(self, X, y, **kwargs)

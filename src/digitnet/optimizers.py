@@ -1,0 +1,205 @@
+"""Optimisers: small objects with one ``update`` method.
+
+``update(params, grads)`` changes ``params`` **in place**.  Both are flat
+1-D arrays of the same length holding every weight and bias of the network
+(the network keeps them in one buffer, with each layer's ``W`` and ``b`` as
+views into it), so one update is a handful of whole-array operations however
+deep the network is.
+
+Learning-rate schedules live in :mod:`digitnet.schedules`; the training loop
+sets ``optimizer.lr`` before each step.
+
+State (velocities, Adam's moments, the step count) can be saved with
+``state_dict()`` and restored with ``load_state_dict()``, which is what lets a
+resumed run end bit for bit where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DigitnetError
+
+
+def _check_positive(name, value, allow_zero=False):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise DigitnetError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise DigitnetError(f"{name} must be a finite number {bound}, got {value!r}")
+    return value
+
+
+class Optimizer:
+    name = "optimizer"
+
+    def __init__(self, lr: float):
+        self.lr = _check_positive("learning rate", lr)
+        self.steps = 0
+        self._buffer = None
+
+    def _scratch(self, like: np.ndarray) -> np.ndarray:
+        """A parameter-sized scratch array, allocated once and reused each step."""
+        if self._buffer is None or self._buffer.shape != like.shape or self._buffer.dtype != like.dtype:
+            self._buffer = np.empty_like(like)
+        return self._buffer
+
+    def update(self, params: np.ndarray, grads: np.ndarray) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- state, for checkpoints -------------------------------------------------
+    def config(self) -> dict:
+        return {"name": self.name, "lr": self.lr}
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state["steps"])
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Plain gradient descent: θ ← θ − η·∇."""
+
+    name = "sgd"
+
+    def update(self, params, grads):
+        self.steps += 1
+        params -= np.multiply(grads, self.lr, out=self._scratch(grads))
+
+
+class Momentum(Optimizer):
+    """Gradient descent with (heavy-ball or Nesterov) momentum.
+
+    v ← μ·v − η·∇,   θ ← θ + v                    (classical)
+    v ← μ·v − η·∇,   θ ← θ + μ·v − η·∇            (Nesterov, Sutskever's form)
+    """
+
+    name = "momentum"
+
+    def __init__(self, lr: float, momentum: float = 0.9, nesterov: bool = False):
+        super().__init__(lr)
+        self.momentum = _check_positive("momentum", momentum, allow_zero=True)
+        if self.momentum >= 1:
+            raise DigitnetError(f"momentum must be below 1, got {momentum!r}")
+        self.nesterov = bool(nesterov)
+        self.velocity = None
+
+    def update(self, params, grads):
+        self.steps += 1
+        if self.velocity is None or self.velocity.shape != params.shape:
+            self.velocity = np.zeros_like(params)
+        v = self.velocity
+        step = np.multiply(grads, self.lr, out=self._scratch(grads))  # η·∇
+        v *= self.momentum
+        v -= step
+        if self.nesterov:
+            params -= step
+            params += self.momentum * v
+        else:
+            params += v
+
+    def config(self):
+        return {"name": "nesterov" if self.nesterov else "momentum", "lr": self.lr,
+                "momentum": self.momentum}
+
+    def state_dict(self):
+        state = super().state_dict()
+        if self.velocity is not None:
+            state["velocity"] = self.velocity.copy()
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.velocity = np.array(state["velocity"]) if "velocity" in state else None
+
+
+class Nesterov(Momentum):
+    """Momentum with Nesterov's look-ahead."""
+
+    name = "nesterov"
+
+    def __init__(self, lr: float, momentum: float = 0.9):
+        super().__init__(lr, momentum, nesterov=True)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias-corrected moment estimates.
+
+    m ← β₁m + (1−β₁)∇,  s ← β₂s + (1−β₂)∇²,
+    θ ← θ − η · m̂ / (√ŝ + ε)  with  m̂ = m/(1−β₁ᵗ), ŝ = s/(1−β₂ᵗ).
+    """
+
+    name = "adam"
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8):
+        super().__init__(lr)
+        for label, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not (0.0 <= float(beta) < 1.0):
+                raise DigitnetError(f"{label} must be in [0, 1), got {beta!r}")
+        self.beta1, self.beta2 = float(beta1), float(beta2)
+        self.eps = _check_positive("eps", eps)
+        self.m = self.s = None
+
+    def update(self, params, grads):
+        self.steps += 1
+        if self.m is None or self.m.shape != params.shape:
+            self.m = np.zeros_like(params)
+            self.s = np.zeros_like(params)
+        t = self.steps
+        m, s = self.m, self.s
+        scratch = np.multiply(grads, 1.0 - self.beta1, out=self._scratch(grads))
+        m *= self.beta1
+        m += scratch                                  # m = β₁m + (1−β₁)∇
+        np.multiply(grads, grads, out=scratch)
+        scratch *= 1.0 - self.beta2
+        s *= self.beta2
+        s += scratch                                  # s = β₂s + (1−β₂)∇²
+        # Fold both bias corrections into one scalar step size:
+        # η·m̂/(√ŝ+ε) = η·√(1−β₂ᵗ)/(1−β₁ᵗ) · m/(√s + ε·√(1−β₂ᵗ))
+        correction2 = np.sqrt(1.0 - self.beta2**t)
+        step_size = self.lr * correction2 / (1.0 - self.beta1**t)
+        np.sqrt(s, out=scratch)
+        scratch += self.eps * correction2
+        np.divide(m, scratch, out=scratch)
+        scratch *= step_size
+        params -= scratch
+
+    def config(self):
+        return {"name": "adam", "lr": self.lr, "beta1": self.beta1, "beta2": self.beta2,
+                "eps": self.eps}
+
+    def state_dict(self):
+        state = super().state_dict()
+        if self.m is not None:
+            state["m"], state["s"] = self.m.copy(), self.s.copy()
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if "m" in state:
+            self.m, self.s = np.array(state["m"]), np.array(state["s"])
+
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adam": Adam}
+
+
+def get_optimizer(spec, lr: float | None = None, **kwargs) -> Optimizer:
+    """An optimiser from a name (``"adam"``) or an instance; ``lr`` defaults per optimiser."""
+    if isinstance(spec, Optimizer):
+        return spec
+    if isinstance(spec, str) and spec.lower() in OPTIMIZERS:
+        cls = OPTIMIZERS[spec.lower()]
+        if lr is None:
+            lr = 1e-3 if cls is Adam else 0.1
+        return cls(lr, **kwargs)
+    raise DigitnetError(
+        f"unknown optimizer {spec!r}: choose one of {', '.join(OPTIMIZERS)}"
+    )
