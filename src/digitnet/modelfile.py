@@ -109,7 +109,8 @@ def read_model_file(path) -> tuple[dict, dict]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        # TypeError: a bare .npy file loads as an ndarray, which is no context manager
         reason = "it is truncated or not a digitnet model" if not isinstance(exc, PermissionError) \
             else "permission denied"
         raise ModelFileError(f"cannot read model file {path}: {reason} ({type(exc).__name__})") from None
@@ -151,6 +152,17 @@ def _load(path):
     params = arrays["params"]
     if params.dtype.kind != "f" or params.ndim != 1:
         raise ModelFileError(f"{path}: parameters have the wrong type {params.dtype}/{params.shape}")
+    # Count the parameters the header implies before building anything, so a
+    # damaged header with absurd sizes fails here rather than in a huge allocation.
+    sizes = config["sizes"]
+    if (not isinstance(sizes, list) or len(sizes) < 2
+            or not all(isinstance(s, int) and s >= 1 for s in sizes)):
+        raise ModelFileError(f"{path}: the model header's layer sizes {sizes!r} are not valid")
+    expected = sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    if expected != params.size:
+        raise ModelFileError(
+            f"{path}: the file holds {params.size} parameters but layers {sizes} need "
+            f"{expected}: the file is damaged or was edited")
     try:
         network = Network.from_config(config)
     except DigitnetError as exc:
@@ -165,6 +177,8 @@ def _load(path):
     network.metadata = header
     state = {}
     if "optimizer" in header:
+        if not isinstance(header["optimizer"], dict):
+            raise ModelFileError(f"{path}: the optimiser state in the model header is damaged")
         state["steps"] = header["optimizer"].get("steps", 0)
         state["config"] = header["optimizer"].get("config", {})
         for key, value in arrays.items():

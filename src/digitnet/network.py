@@ -78,7 +78,7 @@ class Network:
         n_layers = len(self.sizes) - 1
         if activations is None:
             activations = [activation] * (n_layers - 1) + [output]
-        if isinstance(activations, str) or len(activations) != n_layers:
+        if not isinstance(activations, (list, tuple)) or len(activations) != n_layers:
             raise DigitnetError(
                 f"activations must list one name per layer ({n_layers}), got {activations!r}")
         self.activations: list[Activation] = [get_activation(a) for a in activations]
@@ -88,7 +88,7 @@ class Network:
 
         if init is None or isinstance(init, str):
             init = [init] * n_layers
-        if len(init) != n_layers:
+        if not isinstance(init, (list, tuple)) or len(init) != n_layers:
             raise DigitnetError(f"init must be one name or one per layer ({n_layers}), got {init!r}")
         self.init = [resolve_initializer(name) if name is not None
                      else default_initializer(act.name)
@@ -115,7 +115,13 @@ class Network:
     @staticmethod
     def _check_sizes(sizes):
         try:
-            sizes = [int(s) for s in sizes]
+            if isinstance(sizes, str):  # "78" would otherwise become [7, 8]
+                raise TypeError
+            ints = [int(s) for s in sizes]
+            # int() truncates silently: 2.5 units must be an error, not 2
+            if any(isinstance(s, (float, np.floating)) and s != i for s, i in zip(sizes, ints)):
+                raise ValueError
+            sizes = ints
         except (TypeError, ValueError):
             raise DigitnetError(f"sizes must be a list of integers like [784, 30, 10], got {sizes!r}") from None
         if len(sizes) < 2:
@@ -201,6 +207,9 @@ class Network:
     def copy(self, dtype=None) -> "Network":
         """An independent copy, optionally converted to another dtype."""
         config = self.get_config()
+        # The objects themselves, not their names: a custom Activation/Loss
+        # (e.g. one under test in check_gradients) must survive the copy.
+        config["activations"], config["loss"] = list(self.activations), self.loss
         if dtype is not None:
             config["dtype"] = _as_dtype(dtype).name
         return Network.from_config(config, self.params)
@@ -247,6 +256,7 @@ class Network:
             Y = y.reshape(n_samples, 1).astype(self.dtype) if y.size == n_samples else None
             if Y is None:
                 raise DataError(f"{name} has shape {y.shape}, but the network has one output")
+            self._check_probability_targets(Y, name)
             return Y, (Y[:, 0] > 0.5).astype(np.int64)
         if y.ndim == 1:
             labels = y.astype(np.int64)
@@ -262,8 +272,15 @@ class Network:
             return Y, labels
         if y.ndim == 2 and y.shape[1] == k:
             Y = np.ascontiguousarray(y, dtype=self.dtype)
+            self._check_probability_targets(Y, name)
             return Y, Y.argmax(axis=1)
         raise DataError(f"{name} has shape {y.shape}: expected labels (n,) or targets (n, {k})")
+
+    def _check_probability_targets(self, Y, name):
+        # Cross-entropies compare probabilities: a target of 5 has no meaning there.
+        if self.loss.needs_outputs_in is not None and (Y.min() < 0 or Y.max() > 1):
+            raise DataError(f"{name} holds targets outside 0..1, but the {self.loss.name} loss "
+                            "compares probabilities: pass 0/1 (or one-hot) targets")
 
     # -- the forward pass -------------------------------------------------------
     def _forward(self, X):

@@ -212,6 +212,9 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
             record["val_loss"], record["val_accuracy"] = network.evaluate(X_val, y_val)
         record["seconds"] = time.perf_counter() - started
         history.records.append(record)
+        # Between epochs the optimiser carries the base rate, not the scheduled
+        # one, so a checkpoint saved now (or after fit) resumes on the same schedule.
+        opt.lr = base_lr
 
         stop = False
         if early_stopping is not None:

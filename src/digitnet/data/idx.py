@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import os
+import secrets
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 from typing import IO, Iterator, Union
@@ -32,7 +33,7 @@ import numpy as np
 
 from digitnet.errors import DataError
 
-__all__ = ["read_idx", "write_idx", "TYPE_CODES"]
+__all__ = ["read_idx", "read_idx_and_sha256", "write_idx", "TYPE_CODES"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -74,9 +75,8 @@ def atomic_output(path: PathLike, what: str = "file") -> Iterator[IO[bytes]]:
     ``os.replace`` is only atomic within one file system.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, tmp_name = _create_temp(path)
     except OSError as exc:
         raise DataError(
             f"{path}: cannot write the {what} ({_os_reason(exc)}); "
@@ -99,6 +99,22 @@ def atomic_output(path: PathLike, what: str = "file") -> Iterator[IO[bytes]]:
                 "check free disk space and permissions"
             ) from None
         raise
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """Create a new, empty, hidden file next to ``path``; return ``(fd, name)``.
+
+    Unlike ``tempfile.mkstemp`` (always mode 0600), ``os.open`` with mode 0666
+    lets the umask decide, so the final file gets the usual permissions.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        name = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(name, flags, 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
 
 
 def _os_reason(exc: OSError) -> str:
@@ -140,93 +156,136 @@ def read_idx(path: PathLike) -> np.ndarray:
             unknown type code, is truncated or has trailing bytes, or is a
             corrupt gzip stream.
     """
-    path = Path(path)
+    return _read_idx(Path(path), None)
+
+
+def read_idx_and_sha256(path: PathLike) -> tuple[np.ndarray, str]:
+    """Like :func:`read_idx`, also returning the SHA-256 (hex) of the *uncompressed* bytes.
+
+    Hashing while reading costs one pass instead of decompressing twice; the
+    digest identifies the content whatever gzip settings made the file.
+    """
+    hasher = hashlib.sha256()
+    array = _read_idx(Path(path), hasher)
+    return array, hasher.hexdigest()
+
+
+def _read_idx(path: Path, hasher: "hashlib._Hash | None") -> np.ndarray:
     with open_for_reading(path, "IDX file") as raw:
-        start = raw.read(2)
+        try:
+            start = raw.read(2)
+        except OSError as exc:
+            raise DataError(f"{path}: read failed ({_os_reason(exc)}); check the disk") from None
         if start == _GZIP_MAGIC:
             raw.seek(0)
-            return _read_idx_stream(gzip.GzipFile(fileobj=raw, mode="rb"), path, gz=True)
+            return _read_idx_stream(gzip.GzipFile(fileobj=raw, mode="rb"), path, gz=True, hasher=hasher)
         if path.suffix == ".gz" and start != b"\x00\x00":
             raise DataError(
                 f"{path}: not a gzip file although the name ends in .gz "
-                f"(starts with 0x{start.hex() or 'nothing'}); re-download it"
+                f"(starts with 0x{start.hex() or 'nothing'}); fetch the file again"
             )
         raw.seek(0)
-        return _read_idx_stream(raw, path, gz=False)
+        return _read_idx_stream(raw, path, gz=False, hasher=hasher)
 
 
-def _read_exactly(stream: IO[bytes], n: int, path: Path, gz: bool) -> bytearray:
-    """Read up to ``n`` bytes, in slices; fewer only at end of stream."""
+def _read_exactly(stream: IO[bytes], n: float, path: Path, gz: bool, hasher=None) -> bytearray:
+    """Read up to ``n`` bytes, in slices; fewer only at end of stream.
+
+    ``n`` may be ``inf`` to drain the stream (the bytes are then discarded).
+    """
+    drain = n == float("inf")
     buf = bytearray()
     while len(buf) < n:
         try:
-            piece = stream.read(min(_CHUNK, n - len(buf)))
+            piece = stream.read(_CHUNK if drain else min(_CHUNK, n - len(buf)))
         except _GZIP_ERRORS + (OSError,) as exc:
             raise _gzip_error(path, exc) if gz else DataError(
                 f"{path}: read failed ({exc}); check the disk or copy the file again"
             ) from None
         if not piece:
             break
-        buf += piece
+        if hasher is not None:
+            hasher.update(piece)
+        if not drain:
+            buf += piece
     return buf
+
+
+class _GzipDataError(DataError):
+    """A DataError whose cause is the compression layer (internal marker)."""
 
 
 def _gzip_error(path: Path, exc: BaseException) -> DataError:
     if isinstance(exc, EOFError):
-        problem = "the gzip stream is cut short"
+        # zlib cannot tell a cut-off file from damage that hid the end marker.
+        problem = "corrupt gzip data (the compressed stream ends early: the file is cut short or damaged)"
     else:
         problem = f"corrupt gzip data ({exc})"
-    return DataError(f"{path}: {problem}; the download was probably damaged, fetch the file again")
+    return _GzipDataError(f"{path}: {problem}; the download was probably damaged, fetch the file again")
 
 
-def _read_idx_stream(stream: IO[bytes], path: Path, *, gz: bool) -> np.ndarray:
+def _read_idx_stream(stream: IO[bytes], path: Path, *, gz: bool, hasher=None) -> np.ndarray:
     with stream:
-        header = _read_exactly(stream, 4, path, gz)
-        if len(header) < 4:
-            raise DataError(
-                f"{path}: truncated IDX header ({len(header)} of 4 bytes); "
-                "the file is empty or cut short, fetch it again"
-            )
-        if header[0] != 0 or header[1] != 0:
-            raise DataError(
-                f"{path}: not an IDX file (the first two bytes are 0x{header[0]:02x} 0x{header[1]:02x}, "
-                "expected 0x00 0x00); check that this is the right file"
-            )
-        code, ndim = header[2], header[3]
-        if code not in TYPE_CODES:
-            known = ", ".join(f"0x{c:02X}" for c in TYPE_CODES)
-            raise DataError(
-                f"{path}: unknown IDX element type code 0x{code:02X} (known: {known}); "
-                "the file is corrupt or not IDX"
-            )
-        dims_raw = _read_exactly(stream, 4 * ndim, path, gz)
-        if len(dims_raw) < 4 * ndim:
-            raise DataError(
-                f"{path}: truncated IDX header (expected {ndim} dimension sizes); "
-                "the file is cut short, fetch it again"
-            )
-        shape = struct.unpack(f">{ndim}I", bytes(dims_raw))
-        dtype = TYPE_CODES[code]
-        count = 1
-        for size in shape:
-            count *= size
-        need = count * dtype.itemsize
-        # One byte more than needed tells "exactly right" from "trailing data".
-        body = _read_exactly(stream, need + 1, path, gz)
-        if len(body) < need:
-            raise DataError(
-                f"{path}: truncated data: the header promises shape {tuple(shape)} "
-                f"({need} bytes) but only {len(body)} bytes follow; fetch the file again"
-            )
-        if len(body) > need:
-            raise DataError(
-                f"{path}: trailing bytes after the {need} data bytes of shape {tuple(shape)}; "
-                "the header does not match the data, fetch the file again"
-            )
-        if gz:
-            # Reading on to the end makes gzip check its CRC and length trailer,
-            # so a stream that is damaged after the last data byte is caught too.
-            _read_exactly(stream, 1, path, gz)
+        try:
+            return _parse_idx(stream, path, gz, hasher)
+        except _GzipDataError:
+            raise
+        except DataError:
+            if gz:
+                # Garbage from a damaged gzip stream looks like a bad header or
+                # a wrong length; the real cause is the compression layer, so
+                # read to the end (where gzip checks its CRC) and report that.
+                _read_exactly(stream, float("inf"), path, gz)
+            raise
+
+
+def _parse_idx(stream: IO[bytes], path: Path, gz: bool, hasher) -> np.ndarray:
+    header = _read_exactly(stream, 4, path, gz, hasher)
+    if len(header) < 4:
+        raise DataError(
+            f"{path}: truncated IDX header ({len(header)} of 4 bytes); "
+            "the file is empty or cut short, fetch it again"
+        )
+    if header[0] != 0 or header[1] != 0:
+        raise DataError(
+            f"{path}: not an IDX file (the first two bytes are 0x{header[0]:02x} 0x{header[1]:02x}, "
+            "expected 0x00 0x00); check that this is the right file"
+        )
+    code, ndim = header[2], header[3]
+    if code not in TYPE_CODES:
+        known = ", ".join(f"0x{c:02X}" for c in TYPE_CODES)
+        raise DataError(
+            f"{path}: unknown IDX element type code 0x{code:02X} (known: {known}); "
+            "the file is corrupt or not IDX"
+        )
+    dims_raw = _read_exactly(stream, 4 * ndim, path, gz, hasher)
+    if len(dims_raw) < 4 * ndim:
+        raise DataError(
+            f"{path}: truncated IDX header (expected {ndim} dimension sizes); "
+            "the file is cut short, fetch it again"
+        )
+    shape = struct.unpack(f">{ndim}I", bytes(dims_raw))
+    dtype = TYPE_CODES[code]
+    count = 1
+    for size in shape:
+        count *= size
+    need = count * dtype.itemsize
+    # One byte more than needed tells "exactly right" from "trailing data".
+    body = _read_exactly(stream, need + 1, path, gz, hasher)
+    if len(body) < need:
+        raise DataError(
+            f"{path}: truncated data: the header promises shape {tuple(shape)} "
+            f"({need} bytes) but only {len(body)} bytes follow; fetch the file again"
+        )
+    if len(body) > need:
+        raise DataError(
+            f"{path}: trailing bytes after the {need} data bytes of shape {tuple(shape)}; "
+            "the header does not match the data, fetch the file again"
+        )
+    if gz:
+        # Reading on to the end makes gzip check its CRC and length trailer,
+        # so a stream that is damaged after the last data byte is caught too.
+        _read_exactly(stream, 1, path, gz)
     array = np.frombuffer(body, dtype=dtype, count=count)
     # Convert big-endian to native order; a no-op (no copy) for single bytes.
     return array.astype(dtype.newbyteorder("="), copy=False).reshape(shape)

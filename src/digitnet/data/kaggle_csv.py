@@ -25,8 +25,9 @@ __all__ = ["read_kaggle_csv", "write_kaggle_csv", "N_PIXELS"]
 #: Pixels per image in the Kaggle files (28 x 28).
 N_PIXELS = 784
 
-# Lines are parsed in slices of about this many bytes (~5,000 image rows).
-_SLICE = 1 << 23
+# Lines are parsed in slices of about this many bytes (~600 image rows): the
+# temporaries then stay small enough for the allocator to reuse them.
+_SLICE = 1 << 20
 
 _COMMA, _NEWLINE, _CR, _ZERO, _NINE = ord(","), ord("\n"), ord("\r"), ord("0"), ord("9")
 
@@ -55,28 +56,30 @@ def read_kaggle_csv(path: PathLike, *, n_classes: int = 10) -> tuple[np.ndarray,
             data = handle.read()
         except OSError as exc:
             raise DataError(f"{path}: read failed ({exc}); check the disk") from None
-    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark from some editors
-        data = data[3:]
-    if not data.strip():
+    # Offsets into ``data`` instead of slices: the file may be ~100 MB and
+    # every bytes slice would copy it.
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # UTF-8 byte-order mark from some editors
+    end = len(data)
+    while end > start and data[end - 1] in b"\r\n \t":  # trailing blank lines are harmless
+        end -= 1
+    if end == start or not data[start : start + 4096].strip():
         raise DataError(f"{path}: the file is empty; expected a header 'label,pixel0,...,pixel783' and one image per line")
 
-    first_end = data.find(b"\n")
-    first_line = data[: first_end if first_end >= 0 else len(data)].rstrip(b"\r")
-    labelled, has_header = _inspect_first_line(path, first_line)
-    body = data[first_end + 1 :] if has_header else data
-    if has_header and first_end < 0:
-        body = b""
+    first_end = data.find(b"\n", start, end)
+    if first_end < 0:
+        first_end = end
+    labelled, has_header = _inspect_first_line(path, data[start:first_end].rstrip(b"\r"))
+    if has_header:
+        start = first_end + 1
     n_cols = N_PIXELS + (1 if labelled else 0)
     first_row_line = 2 if has_header else 1
-
-    table = _parse_body(path, body, n_cols, first_row_line)
-    if table.shape[0] == 0:
+    if start >= end:
         raise DataError(f"{path}: the file has a header but no images; expected one image per line after it")
 
+    table = _parse_body(path, data, start, end, n_cols, first_row_line)
     pixels = table[:, 1:] if labelled else table
-    bad = np.flatnonzero((pixels > 255).any(axis=1))
-    if bad.size:
-        row = int(bad[0])
+    if pixels.max() > 255:  # one cheap pass; the search below runs only on failure
+        row = int(np.flatnonzero((pixels > 255).any(axis=1))[0])
         col = int(np.flatnonzero(pixels[row] > 255)[0])
         raise DataError(
             f"{path} line {row + first_row_line}: pixel{col} is {int(pixels[row, col])}, "
@@ -85,9 +88,8 @@ def read_kaggle_csv(path: PathLike, *, n_classes: int = 10) -> tuple[np.ndarray,
     y = None
     if labelled:
         y = table[:, 0].astype(np.int64)
-        bad = np.flatnonzero(y >= n_classes)
-        if bad.size:
-            row = int(bad[0])
+        if y.max() >= n_classes:
+            row = int(np.flatnonzero(y >= n_classes)[0])
             raise DataError(
                 f"{path} line {row + first_row_line}: label {int(y[row])} is outside 0..{n_classes - 1}; "
                 "the first column must be the class"
@@ -118,48 +120,51 @@ def _inspect_first_line(path: Path, line: bytes) -> tuple[bool, bool]:
     )
 
 
-def _parse_body(path: Path, body: bytes, n_cols: int, first_line_no: int) -> np.ndarray:
-    """Parse comma-separated non-negative integers into an int32 ``(n, n_cols)`` table."""
-    # Trailing blank lines are common and harmless; blank lines inside are not.
-    body = body.rstrip(b"\r\n")
-    if not body:
-        return np.zeros((0, n_cols), dtype=np.int32)
-    body += b"\n"
+def _parse_body(path: Path, data: bytes, start: int, end: int, n_cols: int, first_line_no: int) -> np.ndarray:
+    """Parse ``data[start:end]`` (comma-separated non-negative integers) into int16 ``(n, n_cols)``."""
     parts = []
     line_no = first_line_no
-    start = 0
-    view = memoryview(body)
-    while start < len(body):
-        stop = body.find(b"\n", min(start + _SLICE, len(body) - 1)) + 1
-        part = _parse_slice(path, np.frombuffer(view[start:stop], dtype=np.uint8), n_cols, line_no)
+    view = memoryview(data)
+    while start < end:
+        # Cut at a line end so every slice holds whole lines.
+        stop = data.find(b"\n", min(start + _SLICE, end - 1), end) + 1 or end
+        chars = np.frombuffer(view[start:stop], dtype=np.uint8)
+        if stop == end and data[end - 1] != _NEWLINE:
+            chars = np.append(chars, np.uint8(_NEWLINE))  # the last line has no line end
+        part = _parse_slice(path, chars, n_cols, line_no)
         parts.append(part)
         line_no += part.shape[0]
         start = stop
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
+# Character classes, so one table lookup replaces several comparisons:
+# 0 digit, 1 comma, 2 newline, 3 anything else, 4 carriage return.
+_CLASS = np.full(256, 3, dtype=np.uint8)
+_CLASS[_ZERO : _NINE + 1] = 0
+_CLASS[_COMMA] = 1
+_CLASS[_NEWLINE] = 2
+_CLASS[_CR] = 4
+
+
 def _parse_slice(path: Path, chars: np.ndarray, n_cols: int, line_no: int) -> np.ndarray:
     """Parse whole lines (``chars`` ends with a newline); ``line_no`` is the first line's number."""
-    if (chars == _CR).any():
-        chars = chars[chars != _CR]  # Windows line ends
-    is_digit = (chars >= _ZERO) & (chars <= _NINE)
-    is_sep = (chars == _COMMA) | (chars == _NEWLINE)
-    bad = np.flatnonzero(~(is_digit | is_sep))
-    if bad.size:
-        _fail_at(path, chars, int(bad[0]), line_no, "is not a whole number 0..255")
+    kind = _CLASS[chars]
+    if kind.max() >= 3:
+        if kind.max() == 4:  # Windows line ends: drop the carriage returns
+            chars = chars[kind != 4]
+            kind = _CLASS[chars]
+        if kind.max() == 3:
+            _fail_at(path, chars, int(np.argmax(kind == 3)), line_no, "is not a whole number 0..255")
 
-    ends = np.flatnonzero(is_sep)  # one separator closes every value
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    lengths = ends - starts
+    ends = np.flatnonzero(kind)  # every value is closed by a comma or a newline
+    lengths = np.diff(ends, prepend=-1) - 1
 
-    # Values per line: the index (among values) of each line's last value.
-    line_last = np.flatnonzero(chars[ends] == _NEWLINE)
+    # Values per line, from the positions (among values) of each line's last value.
+    line_last = np.flatnonzero(kind[ends] == 2)
     per_line = np.diff(line_last, prepend=-1)
-    wrong = np.flatnonzero(per_line != n_cols)
-    if wrong.size:
-        row = int(wrong[0])
+    if (per_line != n_cols).any():
+        row = int(np.argmax(per_line != n_cols))
         got = int(per_line[row])
         if got == 1 and lengths[line_last[row]] == 0:
             raise DataError(f"{path} line {line_no + row}: the line is empty; remove blank lines between images")
@@ -167,22 +172,27 @@ def _parse_slice(path: Path, chars: np.ndarray, n_cols: int, line_no: int) -> np
             f"{path} line {line_no + row}: {got} values, expected {n_cols}"
             f" ({'label + ' if n_cols > N_PIXELS else ''}{N_PIXELS} pixels)"
         )
-    empty = np.flatnonzero(lengths == 0)
-    if empty.size:
-        _fail_at(path, chars, int(ends[empty[0]]), line_no, "is empty (two commas in a row)")
-    # Values above 255 have at least 4 digits; leading zeros aside, a long
-    # value is out of range, and refusing it keeps the arithmetic in int32.
-    long_ = np.flatnonzero(lengths > 3)
-    if long_.size:
-        _fail_at(path, chars, int(starts[long_[0]]), line_no, "is outside 0..255")
+    if lengths.min() == 0:
+        _fail_at(path, chars, int(ends[np.argmax(lengths == 0)]), line_no, "is empty (two commas in a row)")
+    # No valid value needs more than 3 digits; refusing longer ones (even
+    # zero-padded) keeps the arithmetic below simple and exact.
+    if lengths.max() > 3:
+        first = int(np.argmax(lengths > 3))
+        _fail_at(path, chars, int(ends[first] - lengths[first]), line_no,
+                 "is too large (pixels are 0..255, labels 0..9)")
 
-    digits = chars.astype(np.int32) - _ZERO
-    # Build each value from its last three digits; missing digits count 0.
-    values = digits[ends - 1].copy()
-    two = lengths >= 2
-    values[two] += 10 * digits[ends[two] - 2]
-    three = lengths >= 3
-    values[three] += 100 * digits[ends[three] - 3]
+    # Each value from its last three digits; a digit before the value's start
+    # is masked out.  (Indices below 0 wrap to the end; the mask hides them.)
+    values = chars[ends - 1].astype(np.int16)
+    values -= _ZERO
+    tens = chars[ends - 2].astype(np.int16)
+    tens -= _ZERO
+    tens *= lengths >= 2
+    values += tens * 10
+    hundreds = chars[ends - 3].astype(np.int16)
+    hundreds -= _ZERO
+    hundreds *= lengths >= 3
+    values += hundreds * 100
     return values.reshape(-1, n_cols)
 
 
@@ -201,7 +211,7 @@ def _fail_at(path: Path, chars: np.ndarray, index: int, line_no: int, problem: s
         text = text[:20] + "..."
     raise DataError(
         f"{path} line {line}, column {column}: value '{text}' {problem}; "
-        "every value must be a plain non-negative integer"
+        "every value must be a plain non-negative integer of at most 3 digits"
     )
 
 

@@ -1,0 +1,148 @@
+"""Pieces the subcommands share: the parser class, value checkers, output helpers."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+import numpy as np
+
+from ..errors import DigitnetError, ModelFileError
+
+HelpFormatter = argparse.RawDescriptionHelpFormatter
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and still exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def print_error(message) -> None:
+    """``digitnet: error: <message>`` on stderr, one line."""
+    text = " ".join(str(message).split("\n")).strip()
+    print(f"digitnet: error: {text}", file=sys.stderr)
+
+
+def add_command(subparsers, name: str, *, help: str, description: str, examples: str, run):
+    """Add a subcommand with the shared formatting; returns its parser."""
+    parser = subparsers.add_parser(name, help=help, description=description,
+                                   epilog="examples:\n" + examples, formatter_class=HelpFormatter)
+    parser.set_defaults(run=run)
+    return parser
+
+
+# -- value checkers for argparse (they raise ArgumentTypeError: a one-line usage error) --
+
+def _number(text: str, kind=float):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        word = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {word}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+FULL_BATCH = "full"
+
+
+def batch_size(text: str):
+    """A whole number ≥ 1, or ``full`` (every training sample in one step)."""
+    if text.strip().lower() in ("full", "all", "none"):
+        return FULL_BATCH
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of samples ≥ 1 or 'full', got {text!r}") from None
+
+
+def layer_sizes(text: str) -> list[int]:
+    """``784,100,10`` → ``[784, 100, 10]``."""
+    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers separated by commas, like 784,100,10, got {text!r}") from None
+    if len(sizes) < 2:
+        raise argparse.ArgumentTypeError(
+            f"needs at least an input and an output size, like 784,100,10, got {text!r}")
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"every layer needs at least 1 unit, got {text!r}")
+    return sizes
+
+
+# -- models ---------------------------------------------------------------------------
+
+def load_model(path):
+    """Load a model file, raising one-line :class:`ModelFileError` for anything wrong."""
+    from ..modelfile import load_model as _load
+
+    return _load(path)
+
+
+def model_scale(network) -> str:
+    """The pixel scaling the model was trained with (``"unit"`` if the header does not say)."""
+    preprocessing = network.metadata.get("preprocessing") or {}
+    scale = preprocessing.get("scale") or "unit"
+    if scale not in ("unit", "symmetric"):
+        raise ModelFileError(f"the model's preprocessing names an unknown pixel scale {scale!r}")
+    return scale
+
+
+def to_model_inputs(network, images01: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] ``(n, 784)`` → what the network was trained on (its header's scale)."""
+    if model_scale(network) == "symmetric":
+        return images01 * 2.0 - 1.0
+    return images01
+
+
+def class_names(network) -> list[str]:
+    """The labels of the outputs (``"0"``…``"9"`` for MNIST)."""
+    names = (network.metadata.get("preprocessing") or {}).get("classes")
+    n = max(network.sizes[-1], 2)
+    if isinstance(names, list) and len(names) == n:
+        return [str(c) for c in names]
+    return [str(i) for i in range(n)]
+
+
+def percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise DigitnetError(message)
