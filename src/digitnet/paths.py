@@ -26,8 +26,10 @@ def user_cache_dir() -> Path:
     if os.name == "nt":
         base = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
         return Path(base) / "digitnet" / "Cache"
-    base = os.environ.get("XDG_CACHE_HOME") or str(home / ".cache")
-    return Path(base) / "digitnet"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    # The XDG spec says a relative XDG_CACHE_HOME is to be ignored.
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".cache"
+    return base / "digitnet"
 
 
 def models_dir() -> Path:

@@ -56,7 +56,7 @@ FIGURE_PIXELS = {
     "curves": (1100, 480),
     "confusion": (820, 820),
     "mistakes": (1000, 1120),
-    "hidden": (1000, 1080),
+    "hidden": (1000, 1000),
     "activations": (1200, 700),
     "lr": (1000, 600),
     "data": (800, 800),
@@ -203,6 +203,15 @@ def _near_square(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def _confidence(p: float) -> str:
+    """A probability as a percentage that never rounds up to a certainty it is not (99.96% → "99.9%")."""
+    if p >= 1.0:
+        return "100%"
+    if p >= 0.99:
+        return f"{math.floor(p * 1000) / 10:.1f}%"
+    return f"{100 * p:.0f}%"
+
+
 def _percent(x) -> str:
     return "—" if x is None or not np.isfinite(x) else f"{100 * x:.1f}%"
 
@@ -332,7 +341,7 @@ def confusion_matrix(network: Network, X, y, out=None, *, classes=None, title: s
     recall = counts.diagonal() / row_total
     ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 2 else 0,
                   ha="right" if max(map(len, names)) > 2 else "center")
-    ax.set_yticks(range(k), [f"{name} ({100 * r:.0f}%)" for name, r in zip(names, recall)])
+    ax.set_yticks(range(k), [f"{name} ({100 * r:.1f}%)" for name, r in zip(names, recall)])
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class (share of it recognised)")
     ax.tick_params(length=0)
@@ -399,7 +408,7 @@ def mistakes(network: Network, X, y, out=None, *, max_images: int = 36, classes=
         r, c = divmod(tile, cols)
         top, left = r * (h + row_gap) + row_gap, c * (w + gap)
         ax.add_patch(_rectangle((left - 0.5, top - 0.5), w, h))
-        ax.text(left + w / 2, top - 1.5, f"{names[labels[i]]} → {names[pred[i]]} ({100 * conf[i]:.0f}%)",
+        ax.text(left + w / 2, top - 1.5, f"{names[labels[i]]} → {names[pred[i]]} ({_confidence(conf[i])})",
                 ha="center", va="bottom", fontsize=fontsize, color="firebrick")
     if not len(shown):
         ax.text(0.5, 0.5, f"no mistakes on these {len(X):,} samples", fontsize=14, ha="center",

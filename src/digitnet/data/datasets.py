@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import sys
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 
 from digitnet.errors import DataError
+from digitnet.paths import user_cache_dir
 
 from .idx import PathLike, atomic_output, read_idx, read_idx_and_sha256
 from .kaggle_csv import read_kaggle_csv
@@ -44,7 +44,6 @@ __all__ = [
 ]
 
 #: Environment variable that overrides the cache folder.
-CACHE_ENV = "DIGITNET_CACHE_DIR"
 
 #: The four IDX files of every MNIST-style set, by role (names without ``.gz``).
 IDX_FILES: dict[str, str] = {
@@ -199,25 +198,8 @@ class Dataset:
 
 
 def cache_dir() -> Path:
-    """The folder for decoded arrays and downloads.
-
-    ``$DIGITNET_CACHE_DIR`` if set; otherwise the platform's user cache:
-    ``$XDG_CACHE_HOME/digitnet`` or ``~/.cache/digitnet`` on Linux,
-    ``~/Library/Caches/digitnet`` on macOS, ``%LOCALAPPDATA%\\digitnet\\Cache``
-    on Windows.  The folder is not created here.
-    """
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override).expanduser()
-    if os.name == "nt":
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base) / "digitnet" / "Cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "digitnet"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    # The XDG spec says to ignore relative paths.
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "digitnet"
+    """The folder for decoded arrays and downloads (see :func:`digitnet.paths.user_cache_dir`)."""
+    return user_cache_dir()
 
 
 # --------------------------------------------------------------------------- #
