@@ -189,12 +189,16 @@ def _render_lr(network, dataset, out, *, lrs, epochs, subset, seed):
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1150px;
        padding: 0 1rem; color: #222; line-height: 1.45; }
-h1 { margin-bottom: 0.2rem; } .meta { color: #666; margin-top: 0; }
+h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+h3 { margin-bottom: 0.3rem; } .meta { color: #666; margin-top: 0; }
+.overview { display: flex; flex-wrap: wrap; gap: 0 2.5rem; align-items: flex-start; }
 pre { background: #f6f6f6; padding: 0.8rem; overflow-x: auto; }
-table { border-collapse: collapse; margin: 0.5rem 0 1rem; }
-th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
-th { background: #f0f0f0; } td.key { text-align: left; font-weight: 600; } td.text { text-align: left; }
-figure { margin: 1.5rem 0; } img { max-width: 100%; height: auto; border: 1px solid #eee; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.95rem; }
+th, td { border: 1px solid #ddd; padding: 0.2rem 0.6rem; text-align: right; vertical-align: top; }
+th { background: #f0f0f0; } td.key { text-align: left; font-weight: 600; }
+td.text { text-align: left; max-width: 22rem; overflow-wrap: anywhere; }
+figure { margin: 1rem 0; } img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #444; max-width: 60rem; }
 .missing { color: #a33; font-style: italic; } nav a { margin-right: 0.8rem; }
 """
 
@@ -207,14 +211,24 @@ def _number(value, digits=4):
     return html.escape(str(value))
 
 
+def _plain(value) -> str:
+    """A header value as a person reads it: no JSON quotes, "—" for nothing."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value) if value else "—"
+    return str(value)
+
+
 def _key_value_table(mapping: dict) -> str:
     if not mapping:
         return "<p>(none recorded)</p>"
-    rows = []
-    for key, value in mapping.items():
-        shown = value if isinstance(value, str) else json.dumps(value)
-        rows.append(f"<tr><td class='key'>{html.escape(str(key))}</td>"
-                    f"<td class='text'>{html.escape(shown)}</td></tr>")
+    rows = [f"<tr><td class='key'>{html.escape(str(key))}</td><td class='text'>{html.escape(_plain(value))}</td></tr>"
+            for key, value in mapping.items()]
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -339,6 +353,8 @@ def _page(network: Network, name: str, source, dataset: _Data, figures: dict) ->
                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         else:
             body = f"<p class='missing'>Not drawn: {html.escape(problem)}</p>"
+        if kind == "curves":   # the numbers behind the curves
+            body += f"<h3>Epoch by epoch</h3>{_epoch_table(records)}"
         sections.append(f"<section id='{kind}'><h2>{html.escape(heading)}</h2>{body}</section>")
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     where = f" from <code>{html.escape(str(source))}</code>" if source is not None else ""
@@ -352,20 +368,16 @@ def _page(network: Network, name: str, source, dataset: _Data, figures: dict) ->
 </head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p class="meta">Written {when} by digitnet {html.escape(__version__)}{where}; model saved
+<p class="meta">Written {when} by digitnet {html.escape(__version__)}{where}; the model was saved
 {html.escape(str(meta.get('created', 'at an unknown time')))} by digitnet {html.escape(str(meta.get('digitnet_version', '?')))};
-test data: {html.escape(dataset.name)}.</p>
+test data: {html.escape(dataset.name)} ({html.escape(dataset.test_part)}).</p>
+<div class="overview">
+<div><h3>The network</h3><pre>{html.escape(network.summary())}</pre>
+<h3>Accuracy</h3><table>{accuracy}</table>
+<h3>Preprocessing</h3>{_key_value_table(meta.get("preprocessing") or {})}</div>
+<div><h3>Recipe</h3>{_key_value_table(meta.get("recipe") or {})}</div>
+</div>
 <nav>{nav}</nav>
-<h2>The network</h2>
-<pre>{html.escape(network.summary())}</pre>
-<h2>Accuracy</h2>
-<table>{accuracy or "<tr><td>no accuracy recorded</td></tr>"}</table>
-<h2>Recipe</h2>
-{_key_value_table(meta.get("recipe") or {})}
-<h2>Preprocessing</h2>
-{_key_value_table(meta.get("preprocessing") or {})}
-<h2>Training, epoch by epoch</h2>
-{_epoch_table(records)}
 {''.join(sections)}
 </body>
 </html>

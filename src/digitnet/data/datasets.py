@@ -22,7 +22,7 @@ from typing import Optional, Union
 import numpy as np
 
 from digitnet.errors import DataError
-from digitnet.paths import user_cache_dir
+from digitnet.paths import CACHE_ENV, user_cache_dir
 
 from .idx import PathLike, atomic_output, read_idx, read_idx_and_sha256
 from .kaggle_csv import read_kaggle_csv
@@ -42,8 +42,6 @@ __all__ = [
     "one_hot",
     "split",
 ]
-
-#: Environment variable that overrides the cache folder.
 
 #: The four IDX files of every MNIST-style set, by role (names without ``.gz``).
 IDX_FILES: dict[str, str] = {
