@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -33,32 +31,11 @@ import numpy as np
 
 from . import __version__
 from .errors import DigitnetError, ModelFileError
+from .fileio import atomic_write
 from .network import Network
 
 FORMAT = "digitnet-model"
 FORMAT_VERSION = 1
-
-
-def atomic_write(path, write) -> Path:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise DigitnetError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def save_model(path, network: Network, *, recipe: dict | None = None,
@@ -96,7 +73,10 @@ def save_model(path, network: Network, *, recipe: dict | None = None,
     except (TypeError, ValueError) as exc:
         raise DigitnetError(f"cannot save model: header is not JSON-serialisable ({exc})") from None
     arrays["header"] = np.frombuffer(header_bytes, dtype=np.uint8)
-    return atomic_write(path, lambda f: np.savez(f, **arrays))
+    path = Path(path)
+    if path.is_dir():
+        raise DigitnetError(f"cannot write {path}: it is a folder; give a file name such as {path / 'model.npz'}")
+    return atomic_write(path, lambda f: np.savez(f, **arrays), "model file")
 
 
 def read_model_file(path) -> tuple[dict, dict]:

@@ -33,7 +33,6 @@ notebook that imports this module.
 from __future__ import annotations
 
 import math
-import os
 import textwrap
 from pathlib import Path
 
@@ -59,7 +58,7 @@ FIGURE_PIXELS = {
     "hidden": (1000, 1000),
     "activations": (1200, 700),
     "lr": (1000, 600),
-    "data": (800, 800),
+    "data": (860, 800),
 }
 #: The kinds of picture, in the order a report shows them.
 KINDS = tuple(FIGURE_PIXELS)
@@ -80,21 +79,29 @@ class NotDrawable(DigitnetError):
 
 
 # -- plumbing -------------------------------------------------------------------
-def _new_figure(kind: str):
-    """An empty Figure of the fixed size for ``kind``."""
+def _matplotlib():
+    """The matplotlib package, or a one-line error saying how to install it."""
     try:
-        from matplotlib.figure import Figure
+        import matplotlib
+        import matplotlib.figure  # the object interface: no pyplot, no display
     except ImportError:
         raise DigitnetError(_NO_MATPLOTLIB) from None
+    return matplotlib
+
+
+def _new_figure(kind: str):
+    """An empty Figure of the fixed size for ``kind``."""
+    matplotlib = _matplotlib()
     width, height = FIGURE_PIXELS[kind]
     # Constrained layout keeps titles, tick labels and colour bars from
     # overlapping without changing the figure's size (bbox_inches="tight"
     # would, and the PNG size would then depend on the text).
-    return Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
+    return matplotlib.figure.Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
 
 
 def _rectangle(corner, width, height):
     """A thin grey frame, to show where an image ends."""
+    _matplotlib()
     from matplotlib.patches import Rectangle
 
     return Rectangle(corner, width, height, fill=False, edgecolor="0.75", linewidth=0.6, clip_on=False)
@@ -108,37 +115,21 @@ def _frame_only(ax):
         side.set_edgecolor("0.7")
 
 
-def _colormap(name: str):
-    import matplotlib
-
-    return matplotlib.colormaps[name].copy()
-
-
-def share_as_usual(file) -> None:
-    """Give a file written through a private temporary file the permissions of a plain ``open()``.
-
-    ``atomic_write``'s temporary file is created readable by its owner only;
-    a picture or a web page is meant to be opened by anyone the umask allows.
-    """
-    if hasattr(os, "fchmod"):          # not on Windows, which has no such modes
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(file.fileno(), 0o666 & ~umask)
+def _colormap(name: str, bad=None):
+    """A named colour map; ``bad`` colours the NaN cells (gaps between tiles)."""
+    colours = _matplotlib().colormaps[name]
+    return colours if bad is None else colours.with_extremes(bad=bad)
 
 
 def save_figure(figure, out) -> Path:
     """Write ``figure`` to ``out`` as a PNG, atomically; the folder must exist."""
-    from .modelfile import atomic_write
+    from .fileio import atomic_write
 
     out = Path(out)
     if out.is_dir():
         raise DigitnetError(f"cannot write {out}: it is a folder; give a file name such as {out / 'plot.png'}")
 
-    def write(file):
-        figure.savefig(file, format="png", dpi=DPI)
-        share_as_usual(file)
-
-    return atomic_write(out, write)
+    return atomic_write(out, lambda file: figure.savefig(file, format="png", dpi=DPI), "picture")
 
 
 def _finish(figure, out):
@@ -229,10 +220,11 @@ def _history_of(obj):
     elif isinstance(obj, (list, tuple)):
         records, best = list(obj), None
     else:
-        raise DigitnetError(f"learning_curves needs a History, a Network or a list of records, got {type(obj).__name__}")
+        raise DigitnetError("learning_curves needs a History, a Network or a list of records, "
+                            f"got {type(obj).__name__}")
     if not records:
         raise NotDrawable("this model has no training history: learning curves need a model saved by "
-                            "'digitnet train' (or save_model(..., history=h))")
+                          "'digitnet train' (or save_model(..., history=h))")
     return records, best, network
 
 
@@ -351,7 +343,9 @@ def confusion_matrix(network: Network, X, y, out=None, *, classes=None, title: s
     confused = ", ".join(f"{names[t]}→{names[p]} ({c})" for t, p, c in pairs) or "nothing: no mistakes"
     if title is None:
         title = f"Confusion matrix: {n:,} samples, {correct:,} predicted right ({_percent(correct / n)})"
-    ax.set_title(title + "\n" + textwrap.fill(f"most confused (true→predicted): {confused}", 80),
+    # A figure title, not an Axes title: long class names push the Axes right,
+    # and the title should still be centred on (and fit) the picture.
+    fig.suptitle(title + "\n" + textwrap.fill(f"most confused (true→predicted): {confused}", 85),
                  fontsize=11)
     return _finish(fig, out), counts
 
@@ -379,7 +373,8 @@ def mistakes(network: Network, X, y, out=None, *, max_images: int = 36, classes=
     max_images = int(max_images)
     if max_images < 1:
         raise DigitnetError(f"max_images must be at least 1, got {max_images}")
-    pred, conf = _labels_and_confidence(network, network.predict_proba(X))
+    proba = network.predict_proba(X)
+    pred, conf = _labels_and_confidence(network, proba)
     names = _class_names(network, max(network.sizes[-1], 2), classes)
     wrong = np.flatnonzero(pred != labels)
     wrong = wrong[np.argsort(-conf[wrong], kind="stable")]
@@ -396,20 +391,26 @@ def mistakes(network: Network, X, y, out=None, *, max_images: int = 36, classes=
         top, left = r * (h + row_gap) + row_gap, c * (w + gap)
         sheet[top:top + h, left:left + w] = X[i].reshape(h, w)
     vmin, vmax = _display_range(X)
-    cmap = _colormap("gray_r")
-    cmap.set_bad("white")
+    cmap = _colormap("gray_r", bad="white")
 
     fig = _new_figure("mistakes")
     ax = fig.subplots()
     ax.imshow(sheet, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_axis_off()
-    fontsize = 10 if max(map(len, names)) <= 3 else 7
+    short = max(map(len, names)) <= 3          # digits; names like "Ankle boot" get two lines
+    softmax = network.activations[-1].name == "softmax"
+
+    def strength(i):   # a probability for softmax; otherwise the output unit's value
+        return _confidence(conf[i]) if softmax else f"{proba[i, 0 if proba.shape[1] == 1 else pred[i]]:.2f}"
+
     for tile, i in enumerate(shown):
         r, c = divmod(tile, cols)
         top, left = r * (h + row_gap) + row_gap, c * (w + gap)
         ax.add_patch(_rectangle((left - 0.5, top - 0.5), w, h))
-        ax.text(left + w / 2, top - 1.5, f"{names[labels[i]]} → {names[pred[i]]} ({_confidence(conf[i])})",
-                ha="center", va="bottom", fontsize=fontsize, color="firebrick")
+        ax.text(left + w / 2, top - 1.5,
+                f"{names[labels[i]]} →{' ' if short else chr(10)}{names[pred[i]]} ({strength(i)})",
+                ha="center", va="bottom", fontsize=10 if short else 8, color="firebrick",
+                linespacing=1.1)
     if not len(shown):
         ax.text(0.5, 0.5, f"no mistakes on these {len(X):,} samples", fontsize=14, ha="center",
                 transform=ax.transAxes)
@@ -419,7 +420,9 @@ def mistakes(network: Network, X, y, out=None, *, max_images: int = 36, classes=
         if len(shown):
             what = "the one" if len(shown) == 1 else f"the {len(shown)}"
             title += (f"; {what} the network was surest about\n"
-                      "caption: true → predicted (the network's confidence in its prediction)")
+                      "caption: true → predicted ("
+                      + ("the probability it gave its prediction)" if softmax
+                         else "the output of the unit behind the prediction)"))
     fig.suptitle(title, fontsize=12)
     return _finish(fig, out)
 
@@ -443,9 +446,8 @@ def hidden_units(network: Network, out=None, *, max_units: int = MAX_HIDDEN_UNIT
     tiles = W[:n_shown].reshape(n_shown, *shape)
     # A robust limit: one extreme weight would otherwise wash every tile out.
     limit = float(np.percentile(np.abs(tiles), 99.5)) or 1.0
-    rows, cols = _near_square(n_shown)
-    cmap = _colormap("RdBu_r")
-    cmap.set_bad("white")                                # gaps between tiles
+    _, cols = _near_square(n_shown)
+    cmap = _colormap("RdBu_r", bad="white")              # white gaps between tiles
 
     fig = _new_figure("hidden")
     ax = fig.subplots()
@@ -468,13 +470,41 @@ def hidden_units(network: Network, out=None, *, max_units: int = MAX_HIDDEN_UNIT
     return _finish(fig, out)
 
 
+def _draw_units(fig, ax, values: np.ndarray, *, cmap: str, lo: float, hi: float, label: str | None):
+    """A vector of unit values ``(n,)`` as the squarest grid of cells (numbers written in when few)."""
+    _, cols = _near_square(len(values))
+    colours = _colormap(cmap, bad="white")        # white: the unused cells of the last row
+    image = ax.imshow(_mosaic(values.reshape(-1, 1, 1), cols, gap=0), cmap=colours, vmin=lo, vmax=hi,
+                      interpolation="nearest")
+    if len(values) <= 36:
+        for i, value in enumerate(values):
+            r, c = divmod(i, cols)
+            shade = (value - lo) / (hi - lo) if hi > lo else 0.0
+            dark = shade < 0.6 if cmap == "viridis" else shade > 0.5
+            ax.text(c, r, f"{value:.2g}", ha="center", va="center", fontsize=9,
+                    color="white" if dark else "black")
+    _frame_only(ax)
+    if label is not None:
+        bar = fig.colorbar(image, ax=ax, shrink=0.8, location="bottom", pad=0.02)
+        bar.set_label(label, fontsize=9)
+
+
+def _prediction_text(network: Network, output_row: np.ndarray, pred: int, conf: float) -> str:
+    """How sure the network is, in its own terms: a probability for softmax, else the raw output."""
+    if network.activations[-1].name == "softmax":
+        return _confidence(conf)
+    value = output_row[0] if len(output_row) == 1 else output_row[pred]
+    return f"output {value:.2f}"
+
+
 def activations(network: Network, x, out=None, *, label: int | None = None, classes=None,
                 image_shape=None, title: str | None = None):
     """One sample's trip through the network: the input, every hidden layer, the output.
 
     ``x`` is one sample, ``(n_inputs,)``, ``(1, n_inputs)`` or ``(28, 28)``;
     ``label`` its true class, if known.  Hidden layers are drawn as grids of
-    units (layer ``l`` has ``sizes[l]`` cells, coloured by activation), the
+    units (layer ``l`` has ``sizes[l]`` cells, coloured by activation, over
+    the activation's whole range where it has one: 0 to 1 for sigmoid), the
     output as a bar chart of the output activations (probabilities for softmax).
     """
     x = network.check_inputs(x, "x")
@@ -486,63 +516,71 @@ def activations(network: Network, x, out=None, *, label: int | None = None, clas
     output = layers[-1][0].astype(np.float64)
     pred, conf = _labels_and_confidence(network, layers[-1])
     pred, conf = int(pred[0]), float(conf[0])
+    label = None if label is None else int(label)
 
     fig = _new_figure("activations")
-    n_top = network.n_layers                                  # the input + every hidden layer
-    grid = fig.add_gridspec(2, n_top, height_ratios=[1.25, 1])
+    grid = fig.add_gridspec(2, network.n_layers, height_ratios=[1.25, 1])   # input + hidden layers on top
     try:
         shape = _image_shape(network, image_shape, "")
-    except DigitnetError:
+    except NotDrawable:
         shape = None
     ax_in = fig.add_subplot(grid[0, 0])
+    lo, hi = _display_range(x)
     if shape is not None:
-        lo, hi = _display_range(x)
         ax_in.imshow(x[0].reshape(shape), cmap="gray_r", vmin=lo, vmax=hi, interpolation="nearest")
         ax_in.set_title(f"input: {shape[0]}×{shape[1]} pixels", fontsize=10)
+        _frame_only(ax_in)
     else:
-        rows, cols = _near_square(network.sizes[0])
-        ax_in.imshow(_mosaic(x[0].reshape(-1, 1, 1), cols, gap=0), cmap="gray_r", interpolation="nearest")
+        _draw_units(fig, ax_in, x[0].astype(np.float64), cmap="gray_r", lo=lo, hi=hi, label=None)
         ax_in.set_title(f"input: {network.sizes[0]} values", fontsize=10)
-    _frame_only(ax_in)
 
     for l in range(1, network.n_layers):
         a = layers[l][0].astype(np.float64)
-        rows, cols = _near_square(len(a))
+        act = network.activations[l - 1]
+        lo, hi = act.output_range
+        if not (np.isfinite(lo) and np.isfinite(hi)):       # ReLU, identity: the values' own range
+            lo, hi = min(0.0, float(a.min())), max(float(a.max()), 1e-6)
         ax = fig.add_subplot(grid[0, l])
-        lo, hi = min(0.0, float(a.min())), max(float(a.max()), 1e-6)
-        image = ax.imshow(_mosaic(a.reshape(-1, 1, 1), cols, gap=0), cmap="viridis", vmin=lo, vmax=hi,
-                          interpolation="nearest")
-        act = network.activations[l - 1].name
-        busy = (f"{np.count_nonzero(a > 0)} of {len(a)} active" if act == "relu"
+        _draw_units(fig, ax, a, cmap="viridis", lo=lo, hi=hi, label="activation")
+        busy = (f"{np.count_nonzero(a > 0)} of {len(a)} active" if act.name == "relu"
                 else f"mean {a.mean():.2f}")
-        ax.set_title(f"layer {l}: {len(a)} {act} units\n{busy}", fontsize=10)
-        _frame_only(ax)
-        bar = fig.colorbar(image, ax=ax, shrink=0.8, location="bottom", pad=0.02)
-        bar.set_label("activation", fontsize=9)
+        ax.set_title(f"layer {l}: {len(a)} {act.name} unit{'s' if len(a) != 1 else ''}\n{busy}", fontsize=10)
 
     ax_out = fig.add_subplot(grid[1, :])
-    colours = ["0.7"] * len(output)
-    if label is not None and 0 <= int(label) < len(output) and int(label) != pred:
-        colours[int(label)] = "tab:green"
-    colours[pred if len(output) > 1 else 0] = "tab:blue" if label is None or pred == int(label) else "tab:red"
-    bars = ax_out.bar(range(len(output)), output, color=colours)
-    for bar, value in zip(bars, output):
-        if value >= 0.005:
-            ax_out.text(bar.get_x() + bar.get_width() / 2, value, f"{value:.2f}", ha="center",
-                        va="bottom", fontsize=9)
-    ax_out.set_xticks(range(len(output)), names[:len(output)] if len(output) > 1 else ["output"])
+    right = label is None or pred == label
     out_act = network.activations[-1].name
+    if len(output) == 1:
+        # One output unit: class 1 above ½, class 0 below.
+        ax_out.bar([0], output, width=0.3, color="tab:blue" if right else "tab:red")
+        ax_out.axhline(0.5, color="0.4", linestyle="--", linewidth=1)
+        ax_out.text(0.2, 0.5, f"threshold ½: above → {names[1]}, below → {names[0]}", va="bottom", fontsize=9)
+        ax_out.set_xlim(-1, 1)
+        ax_out.set_xticks([0], ["output"])
+        ax_out.text(0, output[0], f"{output[0]:.2f}", ha="center", va="bottom", fontsize=9)
+    else:
+        colours = ["0.7"] * len(output)
+        if not right and 0 <= label < len(output):
+            colours[label] = "tab:green"
+        colours[pred] = "tab:blue" if right else "tab:red"
+        bars = ax_out.bar(range(len(output)), output, color=colours)
+        for bar, value in zip(bars, output):
+            if abs(value) >= 0.005:
+                ax_out.text(bar.get_x() + bar.get_width() / 2, value, f"{value:.2f}", ha="center",
+                            va="bottom", fontsize=9)
+        ax_out.set_xticks(range(len(output)), names[:len(output)])
     ax_out.set_ylabel("probability" if out_act == "softmax" else f"{out_act} output")
     if out_act in ("softmax", "sigmoid"):
         ax_out.set_ylim(0, 1.12)
-    ax_out.set_title(f"output layer: {len(output)} {out_act} units "
-                     + ("(blue: prediction)" if label is None or pred == int(label)
-                        else "(red: prediction, green: the true class)"), fontsize=10)
+    key = ("" if len(output) == 1 else
+           "(blue: the prediction)" if right else "(red: the prediction, green: the true class)")
+    ax_out.set_title(f"output layer: {len(output)} {out_act} unit{'s' if len(output) != 1 else ''} {key}",
+                     fontsize=10)
     ax_out.grid(axis="y", alpha=0.3)
     if title is None:
-        truth = f"true class {names[int(label)]}, " if label is not None else ""
-        verdict = "" if label is None else (" — right" if pred == int(label) else " — wrong")
-        title = f"One sample through the network: {truth}predicted {names[pred]} ({100 * conf:.1f}%){verdict}"
+        truth = f"true class {names[label]}, " if label is not None else ""
+        verdict = "" if label is None else (" — right" if right else " — wrong")
+        title = (f"One sample through the network: {truth}predicted {names[pred]} "
+                 f"({_prediction_text(network, output, pred, conf)}){verdict}")
     fig.suptitle(title, fontsize=13)
     return _finish(fig, out)
 
@@ -586,7 +624,7 @@ def _recipe_value(network: Network, key, default):
     """
     recipe = network.metadata.get("recipe") or {}
     if key == "batch_size":
-        return recipe["batch_size"] if "batch_size" in recipe else default
+        return recipe.get("batch_size", default)
     value = recipe.get(key)
     if key == "optimizer":
         if isinstance(value, dict):
@@ -604,23 +642,34 @@ def learning_rates(network: Network, X, y, out=None, *, lrs=None, epochs: int = 
     Each run starts from the same initial weights (a fresh network built
     from ``network.get_config()``; the trained weights are not touched) and
     trains on ``X`` ``(n, n_inputs)``, ``y`` ``(n,)`` for ``epochs`` epochs,
-    without L2.  ``optimizer`` and ``batch_size`` (``"full"`` for full-batch
-    descent) default to the model's recipe (``metadata["recipe"]``), else
-    SGD with batches of 32; ``lrs``
-    defaults to :data:`DEFAULT_LRS` for the optimiser.  The loss is measured
-    on (up to) the first 1,000 samples ``points_per_epoch`` times per epoch.
+    at a constant rate, without L2.  ``optimizer`` and ``batch_size``
+    (``"full"`` for full-batch descent) default to the model's recipe
+    (``metadata["recipe"]``), else SGD with batches of 32; ``lrs`` defaults
+    to :data:`DEFAULT_LRS` for the optimiser plus the recipe's own ``lr``,
+    marked in the legend.  The loss is measured on (up
+    to) the first 1,000 samples ``points_per_epoch`` times per epoch.
     A run that diverges is drawn up to the divergence and marked, it is not
     an error.  The runs are compared with each other: the lowest final loss
-    is "best", smaller rates "too low", larger ones "too high".
+    is "best", a final loss within 10% of it "about as good", other smaller
+    rates "too low" and larger ones "too high".
     """
     optimizer = str(optimizer or _recipe_value(network, "optimizer", "sgd")).lower()
     if batch_size is None:
         batch_size = _recipe_value(network, "batch_size", 32)   # may be None: full batch
     elif batch_size == "full":
         batch_size = None
-    lrs = [float(lr) for lr in (lrs if lrs is not None else DEFAULT_LRS.get(optimizer, DEFAULT_LRS["sgd"]))]
+    recipe_lr = _recipe_value(network, "lr", None)
+    if lrs is None:
+        lrs = list(DEFAULT_LRS.get(optimizer, DEFAULT_LRS["sgd"]))
+        # The model's own rate, for reference, when it is not one of them already.
+        if isinstance(recipe_lr, (int, float)) and not isinstance(recipe_lr, bool) and recipe_lr > 0 \
+                and float(recipe_lr) not in lrs:
+            lrs.append(float(recipe_lr))
+    lrs = [float(lr) for lr in lrs]
     if not lrs or any(not (math.isfinite(lr) and lr > 0) for lr in lrs):
         raise DigitnetError(f"learning rates must be positive numbers, got {lrs}")
+    if int(points_per_epoch) < 1:
+        raise DigitnetError(f"points_per_epoch must be at least 1, got {points_per_epoch}")
     X = network.check_inputs(X)
     _, labels = network.check_targets(y, len(X))
     config = network.get_config()
@@ -633,7 +682,7 @@ def learning_rates(network: Network, X, y, out=None, *, lrs=None, epochs: int = 
     runs = []
     for lr in lrs:
         net = Network.from_config(config)
-        probe = _LossProbe(probe_X, probe_y, points_per_epoch)
+        probe = _LossProbe(probe_X, probe_y, int(points_per_epoch))
         diverged = None
         try:
             # A diverging run overflows on purpose; NumPy's warnings about it are noise here.
@@ -657,11 +706,14 @@ def learning_rates(network: Network, X, y, out=None, *, lrs=None, epochs: int = 
             verdict = "too high, " if not lower and best is not None else ""
             text = f"diverged in epoch {math.floor(run['diverged']) + 1}"
         else:
-            verdict = ("best, " if run is best else "too low, " if lower else
-                       "too high, " if best is not None else "")
+            # Within 10% of the best final loss is within the noise of three short epochs.
+            close = best is not None and run["loss"] and run["loss"][-1] <= 1.1 * best["loss"][-1]
+            verdict = ("best, " if run is best else "about as good, " if close else
+                       "too low, " if lower else "too high, " if best is not None else "")
             text = f"final loss {run['loss'][-1]:.3g}" if run["loss"] else "no finite loss"
+        own = " (the recipe's)" if recipe_lr is not None and run["lr"] == recipe_lr else ""
         ax.plot(run["at"], run["loss"], "-", color=colour, linewidth=2.4 if run is best else 1.6,
-                label=f"η = {run['lr']:g}: {verdict}{text}")
+                label=f"η = {run['lr']:g}{own}: {verdict}{text}")
         if run["diverged"] is not None:
             # The loss went to infinity: draw the jump off the top of the plot and mark it.
             last_at, last_loss = (run["at"][-1], run["loss"][-1]) if run["at"] else (0.0, start)
@@ -734,8 +786,7 @@ def data_grid(X, y, out=None, *, per_class: int = 10, classes=None, image_shape=
     lo, hi = _display_range(tiles[np.isfinite(tiles)])
     gap = 2
     sheet = _mosaic(tiles, per_class, gap=gap)
-    cmap = _colormap("gray_r")
-    cmap.set_bad("white")
+    cmap = _colormap("gray_r", bad="white")
 
     fig = _new_figure("data")
     ax = fig.subplots()
@@ -746,8 +797,8 @@ def data_grid(X, y, out=None, *, per_class: int = 10, classes=None, image_shape=
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
-    ax.set_ylabel("class (samples in the set)")
     if title is None:
         title = f"The data: the first {per_class} of each class ({len(X):,} samples)"
-    ax.set_title(title, fontsize=12)
+    title += "\nrows: class (its number of samples)"
+    fig.suptitle("\n".join(textwrap.fill(line, 80) for line in title.split("\n")), fontsize=12)
     return _finish(fig, out)

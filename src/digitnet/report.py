@@ -44,8 +44,10 @@ KIND_TITLES = {
     "activations": ("One digit through the network",
                     "A test digit, the activations it causes in every hidden layer, and the output."),
     "lr": ("Learning rate",
-           "The same architecture and optimiser trained briefly from the same initial weights at several "
-           "learning rates."),
+           "The model's architecture, optimiser and batch size trained briefly from the same initial weights "
+           "at several constant learning rates (no schedule, no L2), on a random subset of the training "
+           "data. The verdicts compare the runs with each other: the lowest final loss is 'best', one within "
+           "10% of it 'about as good'."),
     "data": ("The data", "Examples of every class of the data set the model was trained on."),
 }
 
@@ -94,7 +96,9 @@ def load_data(network: Network | None, data=None, *, limit: int | None = None) -
     if limit is not None:
         X_test, y_test = X_test[:limit], y_test[:limit]
     classes = prep.get("classes")
-    if classes is None and dataset.name == "fashion-mnist":
+    digits = [str(d) for d in range(10)]
+    if dataset.name == "fashion-mnist" and (classes is None or list(classes) == digits):
+        # The header only numbers the classes; Fashion-MNIST's have names, which read better.
         classes = list(plots.FASHION_MNIST_CLASSES)
     return _Data(dataset.name, dataset.X_train, dataset.y_train, X_test, y_test, classes, part)
 
@@ -140,8 +144,8 @@ def render(kind: str, network: Network | None, out=None, *, data=None, limit: in
             raise plots.NotDrawable(f"the data picture shows 28×28 images, but {dataset.name} has "
                                     f"{dataset.X_train[:1].size} values per sample")
         return plots.data_grid(dataset.X_train, dataset.y_train, out, classes=dataset.classes,
-                               title=f"The data: {dataset.name}, the first 10 training images of each class "
-                                     f"({len(dataset.X_train):,} images)")
+                               title=f"The data: {dataset.name}, the first 10 training images of every "
+                                     f"class (of {len(dataset.X_train):,})")
     if kind == "lr":
         return _render_lr(network, dataset, out, lrs=lrs, epochs=epochs, subset=subset, seed=seed)
     X_test, y_test = dataset.X_test, dataset.y_test
@@ -165,13 +169,13 @@ def _check_index(index, n_test: int) -> int:
 
 def _activation_title(network, dataset, index):
     names = plots._class_names(network, max(network.sizes[-1], 2), dataset.classes)
-    proba = network.predict_proba(dataset.X_test[index:index + 1])
-    pred, conf = plots._labels_and_confidence(network, proba)
-    truth = int(dataset.y_test[index])
-    verdict = "right" if int(pred[0]) == truth else "wrong"
+    output = network.predict_proba(dataset.X_test[index:index + 1])
+    pred, conf = plots._labels_and_confidence(network, output)
+    pred, truth = int(pred[0]), int(dataset.y_test[index])
+    strength = plots._prediction_text(network, output[0], pred, float(conf[0]))
     what = "Test sample" if dataset.test_part == "test set" else "Sample"
     return (f"{what} #{index} of {dataset.name} through the network: true class {names[truth]}, "
-            f"predicted {names[int(pred[0])]} ({100 * float(conf[0]):.1f}%) — {verdict}")
+            f"predicted {names[pred]} ({strength}) — {'right' if pred == truth else 'wrong'}")
 
 
 def _render_lr(network, dataset, out, *, lrs, epochs, subset, seed):
@@ -290,7 +294,8 @@ def write_report(model, out_dir, *, data=None, limit: int | None = None, index: 
     Returns the path of ``index.html``, written last, so it never refers to
     a picture that is not there.
     """
-    from .modelfile import atomic_write, load_model
+    from .fileio import atomic_write
+    from .modelfile import load_model
 
     source = None
     if isinstance(model, Network):
@@ -301,25 +306,26 @@ def write_report(model, out_dir, *, data=None, limit: int | None = None, index: 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DigitnetError(f"cannot write the report into {out_dir}: it is a file, not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DigitnetError(f"cannot create the report folder {out_dir}: {exc.strerror}") from None
     kinds = list(plots.KINDS if kinds is None else kinds)
     unknown = [kind for kind in kinds if kind not in plots.KINDS]
     if unknown:
         raise DigitnetError(f"unknown picture {unknown[0]!r}: choose from {', '.join(plots.KINDS)}")
+    # Everything that can fail early does, before the folder exists: a bad --index
+    # or data source leaves nothing behind.
     dataset = load_data(network, data, limit=limit)
-    # Check what would fail late before drawing anything, so a bad --index leaves no partial report.
-    if "activations" in kinds and dataset.X_test is not None:
+    if "activations" in kinds:
         _check_index(index, len(dataset.X_test))
     lrs = parse_lrs(lrs)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DigitnetError(f"cannot create the report folder {out_dir}: {exc.strerror}") from None
 
     figures = {}
     for kind in kinds:
         try:
             render(kind, network, out_dir / f"{kind}.png", index=index, lrs=lrs, epochs=epochs,
-                            subset=subset, seed=seed, dataset=dataset)
+                   subset=subset, seed=seed, dataset=dataset)
         except plots.NotDrawable as exc:
             # "This model cannot have this picture" goes on the page; anything else is an error.
             figures[kind] = str(exc)
@@ -330,11 +336,7 @@ def write_report(model, out_dir, *, data=None, limit: int | None = None, index: 
     page = _page(network, name, source, dataset, figures)
     index_path = out_dir / "index.html"
 
-    def write(file):
-        file.write(page.encode("utf-8"))
-        plots.share_as_usual(file)
-
-    atomic_write(index_path, write)
+    atomic_write(index_path, lambda file: file.write(page.encode("utf-8")), "report page")
     return index_path
 
 
@@ -358,6 +360,7 @@ def _page(network: Network, name: str, source, dataset: _Data, figures: dict) ->
         sections.append(f"<section id='{kind}'><h2>{html.escape(heading)}</h2>{body}</section>")
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     where = f" from <code>{html.escape(str(source))}</code>" if source is not None else ""
+    saved_by = str(meta.get("digitnet_version", "?"))
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -369,7 +372,7 @@ def _page(network: Network, name: str, source, dataset: _Data, figures: dict) ->
 <body>
 <h1>{html.escape(title)}</h1>
 <p class="meta">Written {when} by digitnet {html.escape(__version__)}{where}; the model was saved
-{html.escape(str(meta.get('created', 'at an unknown time')))} by digitnet {html.escape(str(meta.get('digitnet_version', '?')))};
+{html.escape(str(meta.get('created', 'at an unknown time')))} by digitnet {html.escape(saved_by)};
 test data: {html.escape(dataset.name)} ({html.escape(dataset.test_part)}).</p>
 <div class="overview">
 <div><h3>The network</h3><pre>{html.escape(network.summary())}</pre>

@@ -59,12 +59,13 @@ def _add_data_options(parser) -> None:
     parser.add_argument("--index", type=nonnegative_int, default=0, metavar="N",
                         help="the test sample 'activations' follows through the network (default 0)")
     parser.add_argument("--lrs", metavar="LR,LR,...",
-                        help="learning rates 'lr' compares (default for SGD: 0.01,0.3,10)")
-    parser.add_argument("--epochs", type=positive_int, default=3,
+                        help="learning rates 'lr' compares (default for SGD: 0.01,0.3,10, "
+                             "and the recipe's own rate)")
+    parser.add_argument("--epochs", type=positive_int, default=3, metavar="N",
                         help="epochs of each 'lr' run (default 3)")
     parser.add_argument("--subset", type=positive_int, default=5000, metavar="N",
                         help="training samples of the 'lr' runs, drawn at random (default 5000)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0,
+    parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="N",
                         help="seed of the 'lr' runs: their subset, initial weights, shuffling (default 0)")
 
 

@@ -22,7 +22,7 @@ from typing import Optional, Union
 import numpy as np
 
 from digitnet.errors import DataError
-from digitnet.paths import CACHE_ENV, user_cache_dir
+from digitnet.paths import CACHE_ENV, user_cache_dir  # noqa: F401  (re-exported)
 
 from .idx import PathLike, atomic_output, read_idx, read_idx_and_sha256
 from .kaggle_csv import read_kaggle_csv

@@ -28,7 +28,8 @@ from digitnet.errors import DataError
 
 from . import datasets
 from .datasets import IDX_FILES, FileChecksum
-from .idx import PathLike, _create_temp, read_idx
+from ..fileio import create_temp as _create_temp
+from .idx import PathLike, read_idx
 
 __all__ = ["download", "MIRRORS"]
 

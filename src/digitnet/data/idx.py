@@ -23,7 +23,6 @@ import contextlib
 import gzip
 import hashlib
 import os
-import secrets
 import struct
 import zlib
 from pathlib import Path
@@ -31,7 +30,9 @@ from typing import IO, Iterator, Union
 
 import numpy as np
 
+from digitnet import fileio
 from digitnet.errors import DataError
+from digitnet.fileio import os_reason as _os_reason
 
 __all__ = ["read_idx", "read_idx_and_sha256", "write_idx", "TYPE_CODES"]
 
@@ -67,59 +68,9 @@ _GZIP_ERRORS = (gzip.BadGzipFile, zlib.error, EOFError)
 
 @contextlib.contextmanager
 def atomic_output(path: PathLike, what: str = "file") -> Iterator[IO[bytes]]:
-    """Open a temporary file next to ``path``; rename it into place on success.
-
-    Readers therefore see either the old file or the complete new one, never a
-    half-written file, and a failure (including Ctrl-C) leaves no temporary
-    file behind.  The temporary file lives in the same folder because
-    ``os.replace`` is only atomic within one file system.
-    """
-    path = Path(path)
-    try:
-        fd, tmp_name = _create_temp(path)
-    except OSError as exc:
-        raise DataError(
-            f"{path}: cannot write the {what} ({_os_reason(exc)}); "
-            "check that the folder exists and is writable"
-        ) from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            # fsync so a crash right after the rename cannot leave an empty
-            # file under the final name on file systems that reorder writes.
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        if isinstance(exc, OSError):
-            raise DataError(
-                f"{path}: cannot write the {what} ({_os_reason(exc)}); "
-                "check free disk space and permissions"
-            ) from None
-        raise
-
-
-def _create_temp(path: Path) -> tuple[int, str]:
-    """Create a new, empty, hidden file next to ``path``; return ``(fd, name)``.
-
-    Unlike ``tempfile.mkstemp`` (always mode 0600), ``os.open`` with mode 0666
-    lets the umask decide, so the final file gets the usual permissions.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        name = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(name, flags, 0o666), name
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name next to {path}")
-
-
-def _os_reason(exc: OSError) -> str:
-    """A short human reason for an OSError, without the file name repeated."""
-    return exc.strerror or exc.__class__.__name__
+    """:func:`digitnet.fileio.atomic_output`, raising :class:`DataError`."""
+    with fileio.atomic_output(path, what, DataError) as handle:
+        yield handle
 
 
 def open_for_reading(path: PathLike, what: str = "file") -> IO[bytes]:
