@@ -7,6 +7,7 @@ which files it left behind.  Training runs use small MNIST subsets.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -104,13 +105,39 @@ def test_no_command_prints_usage_and_fails(cli_env, tmp_path):
     assert "usage: digitnet" in proc.stderr
 
 
-def test_command_list_skips_only_missing_modules():
+def test_command_list_skips_only_missing_modules(monkeypatch, tmp_path):
     from digitnet import cli
 
     assert {"plot", "serve"} <= set(cli.COMMAND_MODULES)
-    parser = cli.build_parser()  # must not raise whichever of them exist yet
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert {"train", "evaluate", "predict", "info", "presets", "gradcheck"} <= set(sub.choices)
+    # A command module that is not written yet is skipped ...
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("train", "not_written_yet"))
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == ["train"]
+    # ... but one that exists and lacks a dependency of its own is an error, not silence.
+    (tmp_path / "needs_missing_dep.py").write_text("import digitnet_no_such_dependency\n")
+    monkeypatch.setattr(cli, "__path__", [*cli.__path__, str(tmp_path)])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("train", "needs_missing_dep"))
+    with pytest.raises(ModuleNotFoundError, match="digitnet_no_such_dependency"):
+        cli.build_parser()
+    sys.modules.pop("digitnet.cli.needs_missing_dep", None)
+
+
+def test_train_and_evaluate_on_a_kaggle_csv(cli_env, tmp_path):
+    from digitnet.data import load_mnist, write_kaggle_csv
+
+    X, y = load_mnist("train", scale=None, dtype=np.uint8)
+    write_kaggle_csv(tmp_path / "train.csv", X[:2500], y[:2500])
+    proc = digitnet(cli_env, "train", "--preset", "zhang", "--data", "train.csv", "--epochs", "40",
+                    "--out", "z.npz", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" not in proc.stdout  # a CSV file has no test part
+    dev = accuracy_of(proc.stdout, "dev")
+    assert dev > 0.2
+    assert load_model(tmp_path / "z.npz").metadata["recipe"]["data"] == "train.csv"
+    proc = digitnet(cli_env, "evaluate", "z.npz", cwd=tmp_path)  # the CSV named in the model
+    assert proc.returncode == 0, proc.stderr
+    assert "data: train.csv (all rows, 2,500 samples)" in proc.stdout
 
 
 # -- train ---------------------------------------------------------------------------------
@@ -200,10 +227,10 @@ def test_resume_refuses_recipe_flags_and_plain_models(cli_env, tmp_path):
 
 
 def test_ctrl_c_keeps_the_last_epoch_and_resumes_exactly(cli_env, tmp_path):
-    # Cosine schedule over 5 epochs plus Adam: only an exact checkpoint resumes to
+    # Cosine schedule over 6 epochs plus Adam: only an exact checkpoint resumes to
     # the weights of the uninterrupted run.
     args = ["train", "--preset", "best", "--layers", "784,100,10", "--batch-size", "10",
-            "--subset", "8000", "--epochs", "5"]
+            "--subset", "8000", "--epochs", "6"]
     proc = subprocess.Popen([sys.executable, "-m", "digitnet", *args, "--out", "cut.npz"],
                             cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -219,13 +246,13 @@ def test_ctrl_c_keeps_the_last_epoch_and_resumes_exactly(cli_env, tmp_path):
     assert proc.returncode == 130, (proc.returncode, err)
     assert "Traceback" not in err
     message = err.strip().splitlines()[-1]
-    match = re.search(r"interrupted: kept epoch (\d) of 5, saved it as cut\.npz", message)
+    match = re.search(r"interrupted: kept epoch (\d) of 6, saved it as cut\.npz", message)
     assert match, err
     kept = int(match.group(1))
-    assert 1 <= kept < 5
+    assert 1 <= kept < 6
     saved = load_model(tmp_path / "cut.npz")
     assert len(saved.metadata["history"]["records"]) == kept
-    assert saved.metadata["interrupted"] == {"epoch": kept, "epochs": 5}
+    assert saved.metadata["interrupted"] == {"epoch": kept, "epochs": 6}
     assert read_model_file(tmp_path / "cut.ckpt.npz")[0]["checkpoint"]["epoch"] == kept
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -380,8 +407,9 @@ def test_presets_table_and_details(cli_env, tmp_path):
 
     proc = digitnet(cli_env, "presets", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    names = [line.split()[0] for line in proc.stdout.splitlines()[1:] if line.strip()][:len(PRESETS)]
-    assert names == list(PRESETS)
+    table = proc.stdout.split("\n\n")[0].splitlines()
+    assert table[0].split()[:3] == ["name", "layers", "activations"]
+    assert [line.split()[0] for line in table[1:]] == list(PRESETS)
     one = digitnet(cli_env, "presets", "raschka", cwd=tmp_path)
     assert one.returncode == 0 and "η = 0.1 is lr = 1.0" in " ".join(one.stdout.split())
     assert_one_line_error(digitnet(cli_env, "presets", "nope", cwd=tmp_path), "unknown preset")
@@ -456,6 +484,13 @@ def test_truncated_file_really_is_truncated(tmp_path):
     _truncated(tmp_path / "m.npz")
     with pytest.raises(zipfile.BadZipFile):
         zipfile.ZipFile(tmp_path / "m.npz").namelist()
+
+
+def test_output_that_is_a_folder_fails_before_training(cli_env, tmp_path):
+    (tmp_path / "models").mkdir()
+    proc = digitnet(cli_env, "train", "--preset", "nielsen", "--out", "models", cwd=tmp_path)
+    assert_one_line_error(proc, "models", "is a folder")
+    assert not list((tmp_path / "models").iterdir())
 
 
 def test_unwritable_output_fails_before_training(cli_env, tmp_path):

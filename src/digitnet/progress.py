@@ -42,7 +42,7 @@ class ProgressBar(Callback):
     """Bar on ``bar_stream`` (if it is a terminal) and a summary line per epoch on ``line_stream``.
 
     ``every`` prints the summary of every ``every``-th epoch only (plus the
-    first and the last); by default all of them up to 100 epochs, and about
+    first of the run and the last); by default all of them up to 100 epochs, and about
     25 lines for longer runs (full-batch recipes run hundreds of one-step
     epochs).  ``bar`` forces the bar on or off.
     """
@@ -56,6 +56,7 @@ class ProgressBar(Callback):
         self.width = width
         self.min_interval = min_interval
         self.epochs = 1
+        self._first_epoch = None
         self._drawn = False
         self._last_draw = 0.0
         self._epoch_started = 0.0
@@ -67,6 +68,8 @@ class ProgressBar(Callback):
             self.every = 1 if epochs <= 100 else math.ceil(epochs / 25)
 
     def on_epoch_begin(self, epoch, n_batches):
+        if self._first_epoch is None:
+            self._first_epoch = epoch  # a resumed run starts after epoch 1
         self._epoch_started = time.perf_counter()
         if n_batches == 1:
             self._draw(epoch, self.epochs, f"epoch {epoch + 1}/{self.epochs}")
@@ -79,7 +82,7 @@ class ProgressBar(Callback):
 
     def on_epoch_end(self, epoch, record):
         number = epoch + 1
-        if number == 1 or number == self.epochs or number % self.every == 0:
+        if epoch == self._first_epoch or number == self.epochs or number % self.every == 0:
             self._clear()
             print(format_epoch_line(record, self.epochs), file=self.line_stream, flush=True)
 

@@ -67,7 +67,10 @@ def run(args) -> int:
 
     network = load_model(args.model)
     preprocessing = network.metadata.get("preprocessing") or {}
-    source = args.data or preprocessing.get("dataset") or "mnist"
+    recipe = network.metadata.get("recipe") or {}
+    # The recipe keeps the source as given (a path for folders and CSV files);
+    # the preprocessing keeps only the data set's name.
+    source = args.data or recipe.get("data") or preprocessing.get("dataset") or "mnist"
     dataset = load_data(source, scale=model_scale(network))
     if dataset.X_test is not None:
         X, y, part = dataset.X_test, dataset.y_test, "test set"

@@ -52,7 +52,7 @@ def run(args) -> int:
         network = load_model(args.model)
         preprocessing = network.metadata.get("preprocessing") or {}
         recipe = network.metadata.get("recipe") or {}
-        source = preprocessing.get("dataset") or "mnist"
+        source = recipe.get("data") or preprocessing.get("dataset") or "mnist"
         scale = model_scale(network)
         l2 = float(recipe.get("l2") or 0.0)
         what = args.model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from .common import (FULL_BATCH, add_command, batch_size, layer_sizes, nonnegati
                      nonnegative_int, percent, positive_float, positive_int)
 
 EXAMPLES = """\
-  digitnet train                                  the 'best' preset: about 98.4% in a minute or two
+  digitnet train                                  the 'best' preset: 98.6% on the test set in about a minute
   digitnet train --preset nielsen --out nielsen.npz
   digitnet train --preset nielsen --lr 1.0 --epochs 10      change some of a preset's fields
   digitnet train --layers 784,100,10 --activation relu --optimizer momentum --lr 0.05
@@ -20,8 +21,8 @@ EXAMPLES = """\
   digitnet train --preset nielsen --subset 5000 --epochs 3  a quick look
   digitnet train --resume digitnet-best.ckpt.npz --epochs 20    continue a run
 
-Ctrl-C stops after keeping the last completed epoch: it is saved as the model
-(exit status 130) and its checkpoint can be resumed.
+Ctrl-C stops at once and keeps the last completed epoch: it is saved as the
+model and as the checkpoint, which --resume continues (exit status 130).
 """
 
 DESCRIPTION = """\
@@ -132,8 +133,8 @@ def _describe(preset, seed, data, subset) -> str:
 def run(args) -> int:
     from .. import paths
     from ..progress import ProgressBar
-    from ..recipes import DEFAULT_PRESET, TrainingInterrupted, checkpoint_path_for, get_preset, \
-        train_recipe
+    from ..recipes import DEFAULT_PRESET, Preset, TrainingInterrupted, checkpoint_path_for, \
+        get_preset, train_recipe
 
     overrides = _overrides(args)
     if args.resume:
@@ -146,9 +147,21 @@ def run(args) -> int:
         from ..modelfile import read_model_file
 
         header, _ = read_model_file(args.resume)
-        preset_name = str((header.get("recipe") or {}).get("name", "run"))
+        if not isinstance(header.get("checkpoint"), dict):
+            raise DigitnetError(f"{args.resume} is a model, not a checkpoint: resume from the "
+                                ".ckpt.npz file written next to it during training")
+        recipe = header.get("recipe") or {}
+        preset = Preset.from_dict(recipe)
+        seed, data, subset = recipe.get("seed", 0), recipe.get("data", preset.data), recipe.get("subset")
+        headline = f"resuming {args.resume} after epoch {header['checkpoint'].get('epoch')}: "
     else:
-        preset_name = get_preset(args.preset or DEFAULT_PRESET).name
+        preset = get_preset(args.preset or DEFAULT_PRESET).with_overrides(overrides)
+        seed = 0 if args.seed is None else args.seed
+        data, subset = args.data or preset.data, args.subset
+        headline = ""
+    if args.epochs:
+        preset = dataclasses.replace(preset, epochs=args.epochs)
+    preset_name = preset.name
     out = Path(args.out) if args.out else _default_out(args, preset_name)
     if args.no_checkpoint:
         checkpoint = None
@@ -162,16 +175,7 @@ def run(args) -> int:
         raise DigitnetError(f"the checkpoint and the model would both be {out}: choose another --out")
 
     progress = ProgressBar()
-    seed = 0 if args.seed is None else args.seed
-    if not args.resume:
-        preset = get_preset(preset_name).with_overrides(overrides)
-        if args.epochs:
-            import dataclasses
-
-            preset = dataclasses.replace(preset, epochs=args.epochs)
-        print(_describe(preset, seed, args.data or preset.data, args.subset), flush=True)
-    else:
-        print(f"resuming {args.resume}", flush=True)
+    print(headline + _describe(preset, seed, data, subset), flush=True)
 
     # Ctrl-C must raise KeyboardInterrupt even when the shell started us with SIGINT
     # ignored (background jobs): training handles it by saving the last epoch.
