@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from digitnet.errors import ImageError
+from digitnet.errors import BlankImageError, ImageError
 from digitnet.imaging import (
     image_from_array,
     mnist_preprocess,
@@ -207,7 +207,7 @@ def test_light_on_dark_equals_dark_on_light(one_per_class, tmp_path):
 
 def test_wrong_forced_polarity_finds_no_digit(one_per_class):
     gray = np.asarray(on_paper(one_per_class[3][1], 100, (140, 140), (20, 20)), np.float32) / 255
-    with pytest.raises(ImageError, match="the image is blank: no digit found"):
+    with pytest.raises(BlankImageError, match="the image is blank: no digit found"):
         mnist_preprocess(gray, invert=False)  # white paper read as ink-free black
 
 

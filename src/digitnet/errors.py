@@ -22,5 +22,9 @@ class ImageError(DigitnetError):
     """An image file cannot be decoded or holds no digit."""
 
 
+class BlankImageError(ImageError):
+    """The image holds no digit: nothing stands out from the background."""
+
+
 class TrainingDiverged(DigitnetError):
     """The loss became NaN or infinite; the learning rate is usually too high."""

@@ -45,7 +45,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from digitnet.errors import ImageError
+from digitnet.errors import BlankImageError, ImageError
 
 __all__ = [
     "DEFAULT_MAX_SIDE",
@@ -494,7 +494,7 @@ def mnist_preprocess(gray: Any, *, invert: Union[bool, str] = "auto") -> np.ndar
     np.maximum(ink, 0, out=ink)
     strongest = float(ink.max())
     if strongest < MIN_CONTRAST:
-        raise ImageError(
+        raise BlankImageError(
             "the image is blank: no digit found; "
             "draw a digit with clear contrast against the background"
         )
@@ -519,7 +519,7 @@ def mnist_preprocess(gray: Any, *, invert: Union[bool, str] = "auto") -> np.ndar
     # far narrower than a pixel, which area averaging would leave faint.
     brightest = float(out.max())
     if brightest <= 0:  # cannot happen: the crop holds ink above CROP_LEVEL
-        raise ImageError("the image is blank: no digit found")
+        raise BlankImageError("the image is blank: no digit found")
     out /= np.float32(brightest)  # division: the brightest becomes exactly 1
     # Non-negative weights and a positive scale: the clip only trims rounding.
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)

@@ -7,7 +7,7 @@ loaded from elsewhere).  Needs the ``web`` extra: ``pip install 'digitnet[web]'`
 
 from __future__ import annotations
 
-__all__ = ["create_app", "MAX_BODY_BYTES", "MAX_IMAGE_SIDE"]
+__all__ = ["MAX_BODY_BYTES", "MAX_IMAGE_SIDE", "create_app"]
 
 
 def __getattr__(name):

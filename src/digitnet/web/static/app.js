@@ -24,6 +24,9 @@
   const sampleInfo = document.getElementById("sample-info");
   const modelInfo = document.getElementById("model-info");
 
+  const DATASET_NAMES = { "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "kmnist": "Kuzushiji-MNIST" };
+  const datasetName = (name) => DATASET_NAMES[name] || name;
+
   let classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
   let hasInk = false;        // anything on the pad since the last Clear
   let shown = "empty";       // what the result panel shows: empty | predicted | error
@@ -113,6 +116,7 @@
   let lastSent = -Infinity;
   let timer = null;
   let generation = 0;        // bumped by Clear / a new sample: stale answers are dropped
+  let sent = 0;              // requests sent so far, shown as <body data-requests>
 
   function requestPrediction(job) {
     wanted = job;
@@ -132,6 +136,7 @@
     wanted = null;
     inFlight = true;
     lastSent = performance.now();
+    body.dataset.requests = String(++sent);
     send(job)
       .then((answer) => { if (mine === generation) showAnswer(answer); })
       .catch((err) => { if (mine === generation) showError(err.message || String(err)); })
@@ -303,15 +308,17 @@
   }
 
   async function showSample() {
+    const asked = generation;
     let sample;
     try {
       const response = await fetch("/api/sample");
       sample = await response.json();
       if (!response.ok) throw new Error(sample.detail || `the server answered ${response.status}`);
     } catch (err) {
-      showError(err.message || String(err));
+      if (asked === generation) showError(err.message || String(err));
       return;
     }
+    if (asked !== generation) return;  // cleared while it was loading
     generation++;
     hasInk = true;
     // The 28x28 digit, enlarged smoothly onto the pad.
@@ -328,7 +335,7 @@
     clearPad();
     ctx.imageSmoothingEnabled = true;
     ctx.drawImage(small, 0, 0, pad.width, pad.height);
-    sampleInfo.textContent = `${sample.dataset} test image #${sample.index}, labelled ${classes[sample.label] ?? sample.label}`;
+    sampleInfo.textContent = `${datasetName(sample.dataset)} test image #${sample.index}, labelled ${classes[sample.label] ?? sample.label}`;
     sampleInfo.dataset.index = String(sample.index);
     sampleInfo.dataset.label = String(sample.label);
     delete sampleInfo.dataset.drawnOver;
@@ -339,6 +346,11 @@
 
   document.getElementById("clear").addEventListener("click", clearAll);
   document.getElementById("sample").addEventListener("click", showSample);
+  for (const button of document.querySelectorAll(".buttons button")) {
+    // A mouse click should not leave the button focused: pressing Esc next
+    // would show a keyboard focus ring on it.  Tab still reaches the buttons.
+    button.addEventListener("mousedown", (event) => event.preventDefault());
+  }
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape") clearAll();
   });
@@ -364,7 +376,7 @@
       ];
       const acc = model.accuracy || {};
       if (typeof acc.test === "number") {
-        parts.push(`${(100 * acc.test).toFixed(1)}% right on the ${acc.n_test.toLocaleString("en")} ${acc.dataset} test images`);
+        parts.push(`${(100 * acc.test).toFixed(1)}% right on the ${acc.n_test.toLocaleString("en")} ${datasetName(acc.dataset)} test images`);
       }
       if (model.recipe && model.recipe.name) parts.push(`recipe "${model.recipe.name}"`);
       modelInfo.textContent = "model: " + parts.join(" \u00b7 ");
