@@ -16,3 +16,27 @@ def mnist_dir() -> Path:
     absence is a defect the tests should report.
     """
     return MNIST_DIR
+
+
+#: the preprocessing header `digitnet train` writes for an MNIST model
+MNIST_PREPROCESSING = {"scale": "unit", "input_shape": [28, 28], "dataset": "mnist",
+                       "classes": [str(d) for d in range(10)]}
+
+
+@pytest.fixture(scope="session")
+def small_model_path(tmp_path_factory) -> Path:
+    """A small accurate model ([784, 64, 10] ReLU/softmax, ~95%), saved as a real model file.
+
+    Trained once per test session on the first 20,000 real MNIST training
+    images; the web API and browser tests share it.
+    """
+    from digitnet import Network
+    from digitnet.data import load_mnist
+    from digitnet.modelfile import save_model
+
+    X, y = load_mnist("train")
+    net = Network([784, 64, 10], activation="relu", output="softmax", seed=0)
+    net.fit(X[:20000], y[:20000], epochs=3, batch_size=128, optimizer="adam", lr=3e-3, seed=0)
+    path = tmp_path_factory.mktemp("small-model") / "small.npz"
+    save_model(path, net, preprocessing=MNIST_PREPROCESSING, recipe={"name": "small-test-model"})
+    return path

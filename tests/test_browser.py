@@ -21,7 +21,7 @@ import pytest
 
 from digitnet import Network
 from digitnet.data import load_mnist
-from digitnet.modelfile import load_model, save_model
+from digitnet.modelfile import load_model
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -114,16 +114,9 @@ def trace_strokes(x: np.ndarray, level: float = 0.35) -> list[list[tuple[int, in
 
 
 @pytest.fixture(scope="module")
-def network(tmp_path_factory) -> Network:
-    """A small accurate model ([784, 64, 10], ~96%), saved and loaded as a real model file."""
-    X, y = load_mnist("train")
-    net = Network([784, 64, 10], activation="relu", output="softmax", seed=0)
-    net.fit(X[:20000], y[:20000], epochs=3, batch_size=128, optimizer="adam", lr=3e-3, seed=0)
-    path = tmp_path_factory.mktemp("browser-model") / "small.npz"
-    save_model(path, net, preprocessing={"scale": "unit", "input_shape": [28, 28], "dataset": "mnist",
-                                         "classes": [str(d) for d in range(10)]},
-               recipe={"name": "browser-test"})
-    return load_model(path)
+def network(small_model_path) -> Network:
+    """The shared small model ([784, 64, 10], ~95%), loaded from its real model file."""
+    return load_model(small_model_path)
 
 
 @pytest.fixture(scope="module")

@@ -37,13 +37,12 @@ from digitnet.cli import serve as serve_cli  # noqa: E402
 from digitnet.data import load_mnist  # noqa: E402
 from digitnet.errors import DigitnetError  # noqa: E402
 from digitnet.imaging import to_png_bytes  # noqa: E402
-from digitnet.modelfile import load_model, save_model  # noqa: E402
+from digitnet.modelfile import load_model  # noqa: E402
 from digitnet.web.app import MAX_BODY_BYTES, STATIC_DIR, create_app  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with:UserWarning")
 
-MNIST_PREPROCESSING = {"scale": "unit", "input_shape": [28, 28], "dataset": "mnist",
-                       "classes": [str(d) for d in range(10)]}
+from conftest import MNIST_PREPROCESSING  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -58,14 +57,9 @@ def mnist_test():
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    """A small accurate model saved as a real model file."""
-    X, y = load_mnist("train")
-    net = Network([784, 64, 10], activation="relu", output="softmax", seed=0)
-    net.fit(X[:20000], y[:20000], epochs=3, batch_size=128, optimizer="adam", lr=3e-3, seed=0)
-    path = tmp_path_factory.mktemp("web-model") / "small.npz"
-    save_model(path, net, preprocessing=MNIST_PREPROCESSING, recipe={"name": "web-test"})
-    return path
+def model_path(small_model_path) -> Path:
+    """The shared small model file (see conftest)."""
+    return small_model_path
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +213,7 @@ def test_model_description(client, network):
     assert model["sizes"] == [784, 64, 10] and model["hidden_layers"] == [64]
     assert model["n_params"] == network.n_params
     assert [layer["params"] for layer in model["layers"]] == [784 * 64 + 64, 64 * 10 + 10]
-    assert model["recipe"] == {"name": "web-test"} and model["input_scale"] == "unit"
+    assert model["recipe"] == {"name": "small-test-model"} and model["input_scale"] == "unit"
     assert model["accuracy"]["n_test"] == 10000 and 0.93 < model["accuracy"]["test"] <= 1
 
 
