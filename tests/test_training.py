@@ -368,3 +368,31 @@ def test_one_epoch_on_ten_thousand_mnist_digits(mnist_dir):
     assert accuracy > 0.85
     assert history["accuracy"][0] > 0.7
     assert np.mean(net.predict(X_test) == y_test) == accuracy
+
+
+def test_a_custom_two_argument_activation_trains_like_the_builtin():
+    """The training step writes into preallocated arrays when an activation
+    accepts ``out=``; one written against the plain two-argument API must take
+    the allocating path and reach the very same weights."""
+    from digitnet.activations import Activation, Tanh
+
+    class PlainTanh(Activation):
+        name = "tanh"
+        output_range = (-1.0, 1.0)
+
+        def forward(self, z):
+            return np.tanh(z)
+
+        def backward(self, a, d_loss__d_a):
+            return d_loss__d_a * (1.0 - a * a)
+
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(40, 5)), rng.integers(0, 3, 40)
+    nets = []
+    for hidden in (Tanh(), PlainTanh()):
+        net = Network([5, 7, 3], activations=[hidden, "softmax"], dtype="float64", seed=11)
+        net.fit(X, y, epochs=3, batch_size=8, lr=0.1, optimizer="momentum")
+        nets.append(net)
+    assert np.allclose(nets[0].params, nets[1].params, rtol=0, atol=1e-12)
+    assert not np.array_equal(nets[0].params, Network([5, 7, 3], activations=["tanh", "softmax"],
+                                                      dtype="float64", seed=11).params)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import Activation, get_activation
+from .activations import Activation, get_activation, supports_out
 from .errors import DataError, DigitnetError
 from .initializers import default_initializer, initialize, resolve_initializer
 from .losses import Loss, get_loss
@@ -230,7 +230,13 @@ class Network:
         if len(X) == 0:
             raise DataError(f"{name} is empty: there are no samples")
         X = np.ascontiguousarray(X, dtype=self.dtype)
-        if not np.isfinite(X).all():
+        # A NaN or ±inf anywhere makes the sum non-finite, so a finite sum
+        # settles it without np.isfinite(X)'s boolean copy of X (47 MB for
+        # MNIST); only a non-finite sum (or finite values overflowing it)
+        # needs the element-wise look.
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = X.sum()
+        if not np.isfinite(total) and not np.isfinite(X).all():
             row = int(np.argwhere(~np.isfinite(X))[0, 0])
             raise DataError(f"{name} contains NaN or infinite values (first in row {row}): "
                             "clean or drop those rows")
@@ -283,15 +289,26 @@ class Network:
                             "compares probabilities: pass 0/1 (or one-hot) targets")
 
     # -- the forward pass -------------------------------------------------------
-    def _forward(self, X):
-        """Activations of every layer ``[X, a_1, …, a_L]`` and the output's ``z_L``."""
+    def _forward(self, X, buffers: "StepBuffers | None" = None):
+        """Activations of every layer ``[X, a_1, …, a_L]`` and the output's ``z_L``.
+
+        With ``buffers`` (the training step's preallocated arrays) every
+        ``z_l`` is computed into ``buffers.z[l]``, and a hidden layer's
+        activation overwrites its ``z_l`` in place: backpropagation needs only
+        ``a_l`` there (the derivatives are written in terms of the outputs).
+        The output layer keeps ``z_L``, which the fused losses need.
+        """
         a = X
         activations = [X]
         z = None
-        for W, b, f in zip(self.weights, self.biases, self.activations):
-            z = a @ W.T          # (n, n_in) @ (n_in, n_out) -> (n, n_out)
+        last = self.n_layers - 1
+        for l, (W, b, f) in enumerate(zip(self.weights, self.biases, self.activations)):
+            z = np.matmul(a, W.T, out=None if buffers is None else buffers.z[l])  # (n, n_in) @ (n_in, n_out)
             z += b               # bias broadcast over the batch
-            a = f.forward(z)
+            if buffers is not None and l < last and buffers.forward_in_place[l]:
+                a = f.forward(z, out=z)
+            else:
+                a = f.forward(z)
             activations.append(a)
         return activations, z
 
@@ -304,13 +321,17 @@ class Network:
         """Output activations ``(n, n_outputs)`` (class probabilities for softmax)."""
         X = self.check_inputs(X)
         out = np.empty((len(X), self.sizes[-1]), dtype=self.dtype)
+        in_place = [supports_out(f)[0] for f in self.activations]
+        last = self.n_layers - 1
         for start in range(0, len(X), batch_size):
             stop = start + batch_size
             a = X[start:stop]
-            for W, b, f in zip(self.weights, self.biases, self.activations):
-                z = a @ W.T      # (n, n_in) @ (n_in, n_out) -> (n, n_out)
+            for l, (W, b, f) in enumerate(zip(self.weights, self.biases, self.activations)):
+                # (n, n_in) @ (n_in, n_out) -> (n, n_out); hidden layers column-major, as in training
+                z = np.empty((len(a), W.shape[0]), self.dtype, order="C" if l == last else "F")
+                np.matmul(a, W.T, out=z)
                 z += b
-                a = f.forward(z)
+                a = f.forward(z, out=z) if in_place[l] else f.forward(z)  # z is not needed again
             out[start:stop] = a
         return out
 
@@ -340,15 +361,19 @@ class Network:
         return total / len(X), correct / len(X)
 
     # -- backpropagation --------------------------------------------------------
-    def _backprop(self, X, Y, l2_coef: float = 0.0):
+    def _backprop(self, X, Y, l2_coef: float = 0.0, buffers: "StepBuffers | None" = None):
         """Forward and backward pass; fills ``self.grads``.
 
         Returns ``(loss, output)``: the mean data loss of the batch (without
         the L2 term) and the output activations ``(n, n_outputs)``.
         ``l2_coef`` is λ/n_train: the L2 penalty (λ/2n)·Σ‖W‖² adds
-        (λ/n)·W to each weight gradient.
+        (λ/n)·W to each weight gradient.  ``buffers`` (from
+        :meth:`_step_buffers`, for ``len(X)`` rows) makes the step write into
+        preallocated arrays instead of allocating new ones; the training loop
+        passes them, and the output it gets back is then overwritten by the
+        next step.
         """
-        activations, z_out = self._forward(X)
+        activations, z_out = self._forward(X, buffers)
         a_out = activations[-1]
         loss = self._loss_value(a_out, Y, z_out)
         delta = self.loss.delta(self.activations[-1], a_out, Y)   # d_loss__d_z_L, (n, n_L)
@@ -356,14 +381,27 @@ class Network:
             a_prev = activations[l]
             # d_loss__d_W = δᵀ · a_prev: (n_out, n) @ (n, n_in) -> (n_out, n_in)
             np.matmul(delta.T, a_prev, out=self.grad_weights[l])
-            np.sum(delta, axis=0, out=self.grad_biases[l])            # (n_out,)
+            np.add.reduce(delta, axis=0, out=self.grad_biases[l])     # Σ over samples, (n_out,)
             if l > 0:  # the input layer's own gradient is never needed
-                d_loss__d_a_prev = delta @ self.weights[l]             # (n, n_out) @ (n_out, n_in)
-                delta = self.activations[l - 1].backward(a_prev, d_loss__d_a_prev)
+                f = self.activations[l - 1]
+                # (n, n_out) @ (n_out, n_in) -> (n, n_in)
+                if buffers is None:
+                    delta = f.backward(a_prev, delta @ self.weights[l])
+                else:
+                    d_loss__d_a_prev = np.matmul(delta, self.weights[l], out=buffers.d_a[l - 1])
+                    if buffers.backward_in_place[l - 1]:
+                        delta = f.backward(a_prev, d_loss__d_a_prev, out=d_loss__d_a_prev)
+                    else:
+                        delta = f.backward(a_prev, d_loss__d_a_prev)
         if l2_coef:
-            for W, gW in zip(self.weights, self.grad_weights):
-                gW += l2_coef * W           # ∂/∂W of (λ/2n)·‖W‖²
+            for l, (W, gW) in enumerate(zip(self.weights, self.grad_weights)):
+                # ∂/∂W of (λ/2n)·‖W‖² is (λ/n)·W
+                gW += np.multiply(W, l2_coef, out=None if buffers is None else buffers.decay[l])
         return loss, a_out
+
+    def _step_buffers(self, n: int) -> "StepBuffers":
+        """Preallocated arrays for training steps on batches of ``n`` rows (see :class:`StepBuffers`)."""
+        return StepBuffers(self, n)
 
     def l2_penalty(self, l2_coef: float) -> float:
         """(λ/2n)·Σ‖W‖² for ``l2_coef`` = λ/n (biases are not decayed)."""
@@ -397,3 +435,36 @@ class Network:
         from .training import fit
 
         return fit(self, X, y, **kwargs)
+
+
+class StepBuffers:
+    """Every array a training step writes, allocated once per batch size.
+
+    Reusing them saves each step a few allocations per layer (and, for
+    large batches, the page faults of fresh memory).  For layer ``l``
+    (0-based) with ``k = sizes[l + 1]`` units and a batch of ``n`` rows:
+
+    * ``z[l]`` ``(n, k)``: ``z_l``; in a hidden layer the activation then
+      overwrites it with ``a_l`` (when the activation accepts ``out=``);
+      the output layer's ``z_L`` stays for the loss;
+    * ``d_a[l]`` ``(n, k)``, hidden layers only: ``∂loss/∂a_l``, which the
+      activation's derivative then turns into ``δ_l = ∂loss/∂z_l`` in place;
+    * ``decay[l]`` ``(k, sizes[l])``: the L2 term ``(λ/n)·W_l`` (``np.empty``
+      memory is only touched, and so only resident, when L2 is used).
+
+    The output layer's activations and ``δ_L`` are ``(n, n_outputs)``, small
+    enough to allocate.  Not thread-safe: one set per training loop.
+    """
+
+    def __init__(self, network: Network, n: int):
+        dtype, units = network.dtype, network.sizes[1:]
+        self.n = n
+        # Hidden layers' arrays are column-major (order="F"): BLAS writes a·Wᵀ
+        # about 10% faster into them for batch-128 shapes (measured with
+        # OpenBLAS; the arithmetic is the same, only the memory layout differs).
+        self.z = [np.empty((n, k), dtype, order="F") for k in units[:-1]] + [np.empty((n, units[-1]), dtype)]
+        self.d_a = [np.empty((n, k), dtype, order="F") for k in units[:-1]]
+        self.decay = [np.empty_like(W) for W in network.weights]
+        flags = [supports_out(f) for f in network.activations]
+        self.forward_in_place = [fwd for fwd, _ in flags]
+        self.backward_in_place = [bwd for _, bwd in flags]

@@ -101,7 +101,7 @@ class Momentum(Optimizer):
         v -= step
         if self.nesterov:
             params -= step
-            params += self.momentum * v
+            params += np.multiply(v, self.momentum, out=step)  # μ·v, in the scratch array η·∇ is done with
         else:
             params += v
 

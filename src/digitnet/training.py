@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import DataError, DigitnetError, TrainingDiverged
 from .optimizers import Optimizer, get_optimizer
-from .schedules import get_schedule
+from .schedules import Constant, get_schedule
 
 _COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
@@ -175,6 +175,15 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
     history.seed = int(seed)
     callbacks = _as_callbacks(callbacks)
 
+    # The arrays every step writes, allocated once per batch size (the last
+    # batch of an epoch may be shorter than the others).
+    buffers = {size: network._step_buffers(size) for size in {batch, n - (n_batches - 1) * batch}}
+    # The class predicted for every sample in the epoch's order, filled batch
+    # by batch and compared with the labels once per epoch.
+    predicted = np.empty(n, dtype=np.int64)
+    # A constant schedule need not be asked for the rate before every step.
+    per_step_lr = not isinstance(sched, Constant)
+
     best_loss, best_params, waited = math.inf, None, 0
     for cb in callbacks:
         cb.on_train_begin(network, opt, epochs)
@@ -185,22 +194,27 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
         # Cheap insurance: a diverging run gets the weights of the last good epoch back.
         last_good = network.params.copy()
         order = epoch_order(seed, epoch, n) if shuffle and n_batches > 1 else None
-        loss_sum, correct = 0.0, 0
+        # Shuffle the (small) targets and labels once per epoch, so that a step
+        # slices its targets instead of gathering them; the inputs, n × 784
+        # of them, are gathered batch by batch and never copied whole.
+        Y_epoch, labels_epoch = (Y, labels) if order is None else (Y[order], labels[order])
+        loss_sum = 0.0
         for b in range(n_batches):
-            rows = slice(b * batch, (b + 1) * batch)
-            if order is not None:
-                rows = order[rows]
-            X_b, Y_b = X[rows], Y[rows]
-            opt.lr = sched(base_lr, epoch + b / n_batches)
-            batch_loss, a_out = network._backprop(X_b, Y_b, l2_coef)
+            start, stop = b * batch, min((b + 1) * batch, n)
+            X_b = X[start:stop] if order is None else X[order[start:stop]]
+            if per_step_lr:
+                opt.lr = sched(base_lr, epoch + b / n_batches)
+            batch_loss, a_out = network._backprop(X_b, Y_epoch[start:stop], l2_coef,
+                                                  buffers[stop - start])
             if not math.isfinite(batch_loss):
                 network.params[...] = last_good
                 raise _diverged(epoch, b, n_batches, batch_loss, opt.lr, history)
             opt.update(network.params, network.grads)
-            loss_sum += batch_loss * len(X_b)
-            correct += int(np.count_nonzero(network._labels_from_outputs(a_out) == labels[rows]))
+            loss_sum += batch_loss * (stop - start)
+            predicted[start:stop] = network._labels_from_outputs(a_out)
             for cb in callbacks:
                 cb.on_batch_end(epoch, b, n_batches)
+        correct = int(np.count_nonzero(predicted == labels_epoch))
         if not np.isfinite(network.params).all():
             network.params[...] = last_good
             raise _diverged(epoch, n_batches - 1, n_batches, math.inf, opt.lr, history)

@@ -1,0 +1,191 @@
+"""Where a training step's microseconds go: ``python benchmarks/bench.py --profile``.
+
+The step of :func:`digitnet.training.fit` is re-enacted operation by
+operation, exactly as ``training.py`` and ``Network._backprop`` do it, with a
+clock read between stages.  Every stage's time is taken per step and the
+**median over the steps** is reported, so a step that the operating system
+interrupted does not count (the machine is shared).  The same recipe is
+then run through the real ``fit`` with a callback that stamps every step,
+(before and after the re-enactment; the smaller median counts), and what
+it spends beyond the sum of the stages is shown as *Python*: the loop, the
+calls and attribute look-ups around the stages (plus, on a busy machine,
+whatever the other processes cost it in between; it is an estimate).
+
+Stages: *gather* (the batch's rows of X, the slice of the epoch's targets),
+*GEMM forward* (``a·Wᵀ``), *bias*, *activation forward*, *loss value*,
+*loss delta* (``δ_L``), *GEMM dW* (``δᵀ·a``), *bias gradient*, *GEMM d_a*
+(``δ·W``), *activation backward*, *optimizer*, *bookkeeping* (finite check,
+loss sum, predicted classes), *Python* (the loop and calls around them).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+import numpy as np
+
+STAGES = ("gather", "GEMM forward", "bias", "activation forward", "loss value", "loss delta",
+          "GEMM dW", "bias gradient", "GEMM d_a", "activation backward", "optimizer",
+          "bookkeeping", "Python")
+
+
+def _network_and_optimizer(recipe, seed=0):
+    from digitnet import Network
+    from digitnet.optimizers import get_optimizer
+
+    net = Network(list(recipe.sizes), activation=recipe.hidden, output=recipe.output, loss=recipe.loss,
+                  init=recipe.init, seed=seed)
+    return net, get_optimizer(recipe.optimizer, recipe.lr)
+
+
+def profile_recipe(recipe, X, y, steps: int) -> dict:
+    """Median µs per stage of one training step, and the real ``fit``'s median step."""
+    from digitnet import Callback
+    from digitnet.training import epoch_order
+
+    batch = recipe.batch_size
+    X = np.ascontiguousarray(X[:steps * batch], dtype=np.float32)
+    y = y[:steps * batch]
+
+    # -- the real thing: fit, with a callback stamping every step ---------------------------
+    class Stamps(Callback):
+        def on_epoch_begin(self, epoch, n_batches):
+            self.t = [time.perf_counter()]
+
+        def on_batch_end(self, epoch, b, n_batches):
+            self.t.append(time.perf_counter())
+
+    def real_step():
+        net, opt = _network_and_optimizer(recipe)
+        stamps = Stamps()
+        net.fit(X, y, epochs=2, batch_size=batch, optimizer=opt, seed=0, callbacks=[stamps])  # 2nd epoch counts
+        return statistics.median(np.diff(stamps.t)) * 1e6
+
+    real_before = real_step()
+
+    # -- the re-enactment -----------------------------------------------------------------
+    net, opt = _network_and_optimizer(recipe)
+    Xc = net.check_inputs(X)
+    Y, _ = net.check_targets(y, len(Xc))
+    n = len(Xc)
+    buffers = net._step_buffers(batch)
+    order = epoch_order(0, 0, n)
+    Y_epoch = Y[order]
+    predicted = np.empty(n, dtype=np.int64)
+    last = net.n_layers - 1
+    times = {stage: np.zeros(steps) for stage in STAGES}
+    clock = time.perf_counter
+    loss_sum = 0.0
+    for b in range(steps):
+        t0 = clock()
+        start, stop = b * batch, (b + 1) * batch
+        X_b = Xc[order[start:stop]]
+        Y_b = Y_epoch[start:stop]
+        t1 = clock()
+        times["gather"][b] = t1 - t0
+        # forward (Network._forward with buffers)
+        a, acts = X_b, [X_b]
+        for l, (W, bias, f) in enumerate(zip(net.weights, net.biases, net.activations)):
+            t = clock()
+            z = np.matmul(a, W.T, out=buffers.z[l])
+            t2 = clock()
+            z += bias
+            t3 = clock()
+            a = f.forward(z, out=z) if l < last and buffers.forward_in_place[l] else f.forward(z)
+            t4 = clock()
+            acts.append(a)
+            times["GEMM forward"][b] += t2 - t
+            times["bias"][b] += t3 - t2
+            times["activation forward"][b] += t4 - t3
+        t = clock()
+        loss = net._loss_value(acts[-1], Y_b, z)
+        t2 = clock()
+        delta = net.loss.delta(net.activations[-1], acts[-1], Y_b)
+        t3 = clock()
+        times["loss value"][b] = t2 - t
+        times["loss delta"][b] = t3 - t2
+        for l in range(last, -1, -1):
+            a_prev = acts[l]
+            t = clock()
+            np.matmul(delta.T, a_prev, out=net.grad_weights[l])
+            t2 = clock()
+            np.add.reduce(delta, axis=0, out=net.grad_biases[l])
+            t3 = clock()
+            times["GEMM dW"][b] += t2 - t
+            times["bias gradient"][b] += t3 - t2
+            if l > 0:
+                f = net.activations[l - 1]
+                d_a = np.matmul(delta, net.weights[l], out=buffers.d_a[l - 1])
+                t4 = clock()
+                delta = f.backward(a_prev, d_a, out=d_a) if buffers.backward_in_place[l - 1] else f.backward(a_prev, d_a)
+                t5 = clock()
+                times["GEMM d_a"][b] += t4 - t3
+                times["activation backward"][b] += t5 - t4
+        t = clock()
+        opt.update(net.params, net.grads)
+        t2 = clock()
+        if not math.isfinite(loss):
+            raise RuntimeError("diverged")
+        loss_sum += loss * batch
+        predicted[start:stop] = net._labels_from_outputs(acts[-1])
+        t3 = clock()
+        times["optimizer"][b] = t2 - t
+        times["bookkeeping"][b] = t3 - t2
+    # The real step is timed before and after the re-enactment and the
+    # smaller taken: other processes come and go on a shared machine.
+    real = min(real_before, real_step())
+    medians = {stage: float(np.median(v)) * 1e6 for stage, v in times.items() if stage != "Python"}
+    # What the real step spends beyond the stages: the loop, calls, attribute look-ups.
+    medians["Python"] = max(real - sum(medians.values()), 0.0)
+    gemm = medians["GEMM forward"] + medians["GEMM dW"] + medians["GEMM d_a"]
+    return {"stages": medians, "real_step_us": real, "gemm_us": gemm}
+
+
+def render(results: dict, info: dict) -> str:
+    names = list(results)
+    lines = ["<!-- profile:begin -->",
+             f"_Written by `python benchmarks/bench.py --profile` on {info['date']}; {info['threads']} thread(s); "
+             f"load average {info['load']}._", "",
+             "Median µs per training step (steps of one epoch slice), stage by stage:", "",
+             "| stage | " + " | ".join(f"{n} (batch {results[n]['batch']})" for n in names) + " |",
+             "|---|" + "---:|" * len(names)]
+    for stage in STAGES:
+        lines.append(f"| {stage} | " + " | ".join(f"{results[n]['stages'][stage]:.1f}" for n in names) + " |")
+    lines.append("| **real step (fit, median)** | " + " | ".join(f"**{results[n]['real_step_us']:.1f}**"
+                                                                 for n in names) + " |")
+    lines.append("| GEMM share | " + " | ".join(f"{100 * results[n]['gemm_us'] / results[n]['real_step_us']:.0f}%"
+                                                for n in names) + " |")
+    lines.append("<!-- profile:end -->")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    import datetime
+    import os
+    from pathlib import Path
+
+    from bench import PROFILE_BEGIN, PROFILE_END, RECIPES, load_average, write_section
+    from digitnet.data import load
+
+    ds = load("mnist")
+    results = {}
+    for name in (args.recipes.split(",") if args.recipes else RECIPES):
+        recipe = RECIPES[name]
+        steps = 6000 if recipe.batch_size <= 16 else 400
+        if args.quick:
+            steps = min(steps, 200)
+        if args.train_size:
+            steps = min(steps, max(args.train_size // recipe.batch_size, 2))
+        print(f"profiling {name} ({steps} steps of batch {recipe.batch_size}) …", flush=True)
+        result = profile_recipe(recipe, ds.X_train, ds.y_train, steps)
+        result["batch"] = recipe.batch_size
+        results[name] = result
+        print("  " + ", ".join(f"{k} {v:.1f}" for k, v in result["stages"].items()),
+              f"| real step {result['real_step_us']:.1f} µs")
+    info = {"date": datetime.date.today().isoformat(), "load": load_average(),
+            "threads": os.environ.get("OPENBLAS_NUM_THREADS", "default")}
+    write_section(Path(args.output), PROFILE_BEGIN, PROFILE_END, render(results, info))
+    print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,78 @@
+"""A short run of the benchmark, so that it cannot rot: tiny data, one repetition, no timing asserted.
+
+PyTorch and scikit-learn take part only where they are installed (the
+``bench`` extra); the benchmark then says it skipped them.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks" / "bench.py"
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from seed_network import SeedNetwork, as_pairs  # noqa: E402
+
+
+def _installed(module):
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_a_results_table(tmp_path):
+    output, raw = tmp_path / "RESULTS.md", tmp_path / "runs.json"
+    output.write_text("# Results\n\nHand-written notes stay.\n")
+    cmd = [sys.executable, str(BENCH), "--quick", "--epochs", "2", "--train-size", "600", "--test-size", "200",
+           "--threads", "1", "--output", str(output), "--json", str(raw)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    text = output.read_text()
+    assert text.startswith("# Results\n\nHand-written notes stay.")  # only the marked section is rewritten
+    assert text.count("<!-- bench:main:begin -->") == 1 and text.count("<!-- bench:main:end -->") == 1
+    for recipe in ("nielsen", "adam256", "momentum800"):
+        assert f"**{recipe}**" in text
+    assert "Roofline:" in text
+
+    runs = json.loads(raw.read_text())["runs"]
+    expected = {("nielsen", "digitnet"), ("nielsen", "seed"), ("adam256", "digitnet"), ("momentum800", "digitnet")}
+    if _installed("torch"):
+        expected |= {(r, "torch") for r in ("nielsen", "adam256", "momentum800")}
+    else:
+        assert "torch: not installed, skipped" in text
+    if _installed("sklearn"):
+        expected |= {("adam256", "sklearn"), ("momentum800", "sklearn")}
+    assert {(r["recipe"], r["framework"]) for r in runs} == expected
+    for run in runs:
+        assert "error" not in run, run
+        assert len(run["seconds"]) == 2 and all(s > 0 for s in run["seconds"])
+        assert 0.0 <= run["accuracy"] <= 1.0
+        assert run["n_train"] == 600
+        # a run that learned nothing would sit at chance (10%) on 200 test digits
+        assert run["accuracy"] > 0.2, run
+    digitnet = {r["recipe"]: r for r in runs if r["framework"] == "digitnet"}
+    assert digitnet["adam256"]["gemm_gflops"] > 0
+
+
+def test_the_seed_loop_matches_digitnet_on_one_mini_batch():
+    """The per-sample reference and digitnet's batch step agree on one SGD step (same weights, data)."""
+    from digitnet import Network
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((10, 6)), rng.integers(0, 3, 10)
+    net = Network([6, 4, 3], activation="sigmoid", output="sigmoid", loss="quadratic", init="normal",
+                  dtype=np.float64, seed=1)
+    seed = SeedNetwork([6, 4, 3])
+    seed.weights = [W.copy() for W in net.weights]
+    seed.biases = [b.reshape(-1, 1).copy() for b in net.biases]
+    seed.update_mini_batch(as_pairs(X, y, 3), eta=3.0)
+    net.fit(X, y, epochs=1, batch_size=10, optimizer="sgd", lr=3.0, shuffle=False)
+    for W, b, W_seed, b_seed in zip(net.weights, net.biases, seed.weights, seed.biases):
+        np.testing.assert_allclose(W, W_seed, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(b, b_seed[:, 0], rtol=1e-10, atol=1e-12)
