@@ -8,6 +8,23 @@ import pytest
 MNIST_DIR = Path(__file__).resolve().parents[1] / "src" / "digitnet" / "datasets" / "mnist"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+    """Keep the whole session, subprocesses included, out of the user's own cache folder.
+
+    Tests that need a particular cache set ``DIGITNET_CACHE_DIR`` themselves.
+    """
+    import os
+
+    saved = os.environ.get("DIGITNET_CACHE_DIR")
+    os.environ["DIGITNET_CACHE_DIR"] = str(tmp_path_factory.mktemp("digitnet-session-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("DIGITNET_CACHE_DIR", None)
+    else:
+        os.environ["DIGITNET_CACHE_DIR"] = saved
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """Folder holding train-/t10k- images and labels ``*-idx?-ubyte.gz``.
