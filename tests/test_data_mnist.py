@@ -261,6 +261,16 @@ def test_fashion_mnist_from_debian_package():
     assert np.bincount(ds.y_train).tolist() == [6000] * 10
     assert np.bincount(ds.y_test).tolist() == [1000] * 10
     assert ds.X_train.max() == 255
+    assert ds.classes[0] == "T-shirt/top" and ds.classes[9] == "Ankle boot"
+
+
+def test_class_names_follow_the_data_set():
+    from digitnet.recipes import get_preset, preprocessing_for
+
+    assert load("mnist", scale=None, dtype=np.uint8).classes == [str(d) for d in range(10)]
+    # a model trained on Fashion-MNIST records the garments' names in its header
+    assert preprocessing_for(get_preset("best"), "fashion-mnist")["classes"][9] == "Ankle boot"
+    assert preprocessing_for(get_preset("best"), "mnist")["classes"] == [str(d) for d in range(10)]
 
 
 # --------------------------------------------------------------------------- #

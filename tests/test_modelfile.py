@@ -295,3 +295,18 @@ def test_read_model_file_returns_header_and_arrays(tmp_path):
     header, arrays = read_model_file(tmp_path / "m.npz")
     assert header["recipe"] == RECIPE and set(arrays) == {"params"}
     assert os.path.getsize(tmp_path / "m.npz") > net.params.nbytes
+
+
+def test_the_preprocessing_header_decides_inputs_and_class_names():
+    from digitnet.modelfile import class_names, input_scale, to_network_inputs
+
+    net = Network([4, 3, 2], seed=0)
+    x = np.array([[0.0, 0.25, 0.5, 1.0]], dtype=np.float32)
+    assert input_scale(net) == "unit" and to_network_inputs(net, x) is x
+    assert class_names(net) == ["0", "1"]
+    net.metadata = {"preprocessing": {"scale": "symmetric", "classes": ["no", "yes"]}}
+    np.testing.assert_array_equal(to_network_inputs(net, x), [[-1.0, -0.5, 0.0, 1.0]])
+    assert class_names(net) == ["no", "yes"]
+    net.metadata = {"preprocessing": {"scale": "percent"}}
+    with pytest.raises(ModelFileError, match="unknown pixel scale 'percent'"):
+        input_scale(net)

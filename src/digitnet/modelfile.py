@@ -79,6 +79,38 @@ def save_model(path, network: Network, *, recipe: dict | None = None,
     return atomic_write(path, lambda f: np.savez(f, **arrays), "model file")
 
 
+def _preprocessing(network: Network) -> dict:
+    metadata = network.metadata if isinstance(network.metadata, dict) else {}
+    preprocessing = metadata.get("preprocessing")
+    return preprocessing if isinstance(preprocessing, dict) else {}
+
+
+def input_scale(network: Network) -> str:
+    """How the model's inputs were scaled: ``"unit"`` ([0, 1], the default) or ``"symmetric"`` ([−1, 1])."""
+    scale = _preprocessing(network).get("scale") or "unit"
+    if scale not in ("unit", "symmetric"):
+        raise ModelFileError(f"the model's preprocessing names an unknown pixel scale {scale!r}: "
+                             "expected 'unit' or 'symmetric'")
+    return scale
+
+
+def to_network_inputs(network: Network, images01: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] ``(n, 784)`` → the inputs the model was trained on (its header's scale)."""
+    return images01 * 2.0 - 1.0 if input_scale(network) == "symmetric" else images01
+
+
+def class_names(network: Network) -> list[str]:
+    """The names of the model's classes in output order (``"0"``…``"9"`` unless the header names them).
+
+    A single-output network (a yes/no answer) has the two classes ``"0"`` and ``"1"``.
+    """
+    n = max(network.sizes[-1], 2)
+    names = _preprocessing(network).get("classes")
+    if isinstance(names, list) and len(names) == n:
+        return [str(c) for c in names]
+    return [str(i) for i in range(n)]
+
+
 def read_model_file(path) -> tuple[dict, dict]:
     """Return ``(header, arrays)`` after checking the file's structure (not the shapes)."""
     path = Path(path)

@@ -43,7 +43,7 @@ from .network import Network
 from .training import Callback
 
 __all__ = [
-    "DPI", "FIGURE_PIXELS", "KINDS", "NotDrawable", "MAX_HIDDEN_UNITS", "FASHION_MNIST_CLASSES",
+    "DPI", "FIGURE_PIXELS", "KINDS", "NotDrawable", "MAX_HIDDEN_UNITS",
     "learning_curves", "confusion_matrix", "confusion_counts", "mistakes", "hidden_units",
     "activations", "learning_rates", "data_grid", "save_figure",
 ]
@@ -64,9 +64,6 @@ FIGURE_PIXELS = {
 KINDS = tuple(FIGURE_PIXELS)
 #: At most this many first-layer units are drawn by :func:`hidden_units`.
 MAX_HIDDEN_UNITS = 100
-#: Fashion-MNIST's class names, in label order (0 = T-shirt/top … 9 = Ankle boot).
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 #: Learning rates compared when none are given, per optimiser family.
 DEFAULT_LRS = {"sgd": (0.01, 0.3, 10.0), "momentum": (0.001, 0.03, 3.0),
                "nesterov": (0.001, 0.03, 3.0), "adam": (1e-5, 1e-3, 0.3)}

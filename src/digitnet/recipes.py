@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.datasets import CLASS_NAMES, DIGIT_CLASSES
 from .errors import DataError, DigitnetError
 from .network import Network
 from .optimizers import get_optimizer
@@ -41,8 +42,6 @@ DEFAULT_PRESET = "best"
 #: The Boolean example: inputs X1 X2 X3 (X3 is a constant 1, a bias input), target X1 xor X2.
 XOR_X = np.array([[0, 0, 1], [0, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=np.float32)
 XOR_Y = np.array([0, 1, 1, 0], dtype=np.int64)
-
-MNIST_CLASSES = [str(d) for d in range(10)]
 
 
 @dataclass(frozen=True)
@@ -296,7 +295,7 @@ def preprocessing_for(preset: Preset, dataset_name: str) -> dict:
     if preset.data == "xor" or dataset_name == "xor":
         return {"scale": "unit", "input_shape": [3], "dataset": "xor", "classes": ["0", "1"]}
     return {"scale": preset.scale, "input_shape": [28, 28], "dataset": dataset_name,
-            "classes": list(MNIST_CLASSES)}
+            "classes": list(CLASS_NAMES.get(dataset_name, DIGIT_CLASSES))}
 
 
 def checkpoint_path_for(out) -> Path:

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import __version__, plots
 from .errors import DataError, DigitnetError
+from .modelfile import input_scale
 from .network import Network
 
 __all__ = ["KIND_TITLES", "render", "write_report", "load_data", "parse_lrs"]
@@ -83,10 +84,7 @@ def load_data(network: Network | None, data=None, *, limit: int | None = None) -
 
     prep = _preprocessing(network)
     source = data if data is not None else prep.get("dataset") or "mnist"
-    scale = prep.get("scale") or "unit"
-    if scale not in ("unit", "symmetric"):
-        raise DigitnetError(f"the model's preprocessing names an unknown pixel scale {scale!r}")
-    dataset = load_source(source, scale=scale)
+    dataset = load_source(source, scale="unit" if network is None else input_scale(network))
     X_test, y_test, part = dataset.X_test, dataset.y_test, "test set"
     if X_test is None:
         X_test, y_test, part = dataset.X_train, dataset.y_train, "all rows"
@@ -95,11 +93,7 @@ def load_data(network: Network | None, data=None, *, limit: int | None = None) -
                         f"{network.sizes[0]} inputs: it was trained on other data")
     if limit is not None:
         X_test, y_test = X_test[:limit], y_test[:limit]
-    classes = prep.get("classes")
-    digits = [str(d) for d in range(10)]
-    if dataset.name == "fashion-mnist" and (classes is None or list(classes) == digits):
-        # The header only numbers the classes; Fashion-MNIST's have names, which read better.
-        classes = list(plots.FASHION_MNIST_CLASSES)
+    classes = prep.get("classes") or dataset.classes
     return _Data(dataset.name, dataset.X_train, dataset.y_train, X_test, y_test, classes, part)
 
 

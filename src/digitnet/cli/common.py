@@ -6,9 +6,8 @@ import argparse
 import math
 import sys
 
-import numpy as np
 
-from ..errors import DigitnetError, ModelFileError
+from ..errors import DigitnetError
 
 HelpFormatter = argparse.RawDescriptionHelpFormatter
 
@@ -112,31 +111,6 @@ def load_model(path):
     from ..modelfile import load_model as _load
 
     return _load(path)
-
-
-def model_scale(network) -> str:
-    """The pixel scaling the model was trained with (``"unit"`` if the header does not say)."""
-    preprocessing = network.metadata.get("preprocessing") or {}
-    scale = preprocessing.get("scale") or "unit"
-    if scale not in ("unit", "symmetric"):
-        raise ModelFileError(f"the model's preprocessing names an unknown pixel scale {scale!r}")
-    return scale
-
-
-def to_model_inputs(network, images01: np.ndarray) -> np.ndarray:
-    """Images in [0, 1] ``(n, 784)`` → what the network was trained on (its header's scale)."""
-    if model_scale(network) == "symmetric":
-        return images01 * 2.0 - 1.0
-    return images01
-
-
-def class_names(network) -> list[str]:
-    """The labels of the outputs (``"0"``…``"9"`` for MNIST)."""
-    names = (network.metadata.get("preprocessing") or {}).get("classes")
-    n = max(network.sizes[-1], 2)
-    if isinstance(names, list) and len(names) == n:
-        return [str(c) for c in names]
-    return [str(i) for i in range(n)]
 
 
 def percent(value) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .common import add_command, class_names, load_model, model_scale, percent
+from ..modelfile import class_names, input_scale
+from .common import add_command, load_model, percent
 
 EXAMPLES = """\
   digitnet evaluate digitnet-best.npz                 on the data set it was trained on (MNIST's test set)
@@ -71,7 +72,7 @@ def run(args) -> int:
     # The recipe keeps the source as given (a path for folders and CSV files);
     # the preprocessing keeps only the data set's name.
     source = args.data or recipe.get("data") or preprocessing.get("dataset") or "mnist"
-    dataset = load_data(source, scale=model_scale(network))
+    dataset = load_data(source, scale=input_scale(network))
     if dataset.X_test is not None:
         X, y, part = dataset.X_test, dataset.y_test, "test set"
     else:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DigitnetError
-from .common import add_command, load_model, model_scale, nonnegative_int, positive_float, \
-    positive_int
+from ..modelfile import input_scale
+from .common import add_command, load_model, nonnegative_int, positive_float, positive_int
 
 EXAMPLES = """\
   digitnet gradcheck                        the default preset's untrained network
@@ -53,7 +53,7 @@ def run(args) -> int:
         preprocessing = network.metadata.get("preprocessing") or {}
         recipe = network.metadata.get("recipe") or {}
         source = recipe.get("data") or preprocessing.get("dataset") or "mnist"
-        scale = model_scale(network)
+        scale = input_scale(network)
         l2 = float(recipe.get("l2") or 0.0)
         what = args.model
     else:

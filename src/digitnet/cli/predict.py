@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DigitnetError, ImageError
-from .common import add_command, class_names, load_model, positive_int, print_error, \
-    to_model_inputs
+from ..modelfile import class_names, to_network_inputs
+from .common import add_command, load_model, positive_int, print_error
 
 EXAMPLES = """\
   digitnet predict digitnet-best.npz seven.png
@@ -71,7 +71,7 @@ def run(args) -> int:
             print_error(message if path in message else f"{path}: {message}")
             failures += 1
             continue
-        outputs = network.predict_proba(to_model_inputs(network, pixels[None, :]))
+        outputs = network.predict_proba(to_network_inputs(network, pixels[None, :]))
         probs = probabilities(network, outputs)[0]
         order = np.argsort(-probs, kind="stable")[: args.top]
         guesses = ", ".join(f"{names[k]} ({100 * probs[k]:.1f}%)" for k in order)

@@ -13,6 +13,7 @@ Every problem with input files raises :class:`digitnet.errors.DataError`
 
 from .datasets import (
     CHECKSUMS,
+    CLASS_NAMES,
     IDX_FILES,
     SCALE_MODES,
     SPLITS,
@@ -32,6 +33,7 @@ from .kaggle_csv import read_kaggle_csv, write_kaggle_csv
 
 __all__ = [
     "CHECKSUMS",
+    "CLASS_NAMES",
     "IDX_FILES",
     "MIRRORS",
     "SCALE_MODES",

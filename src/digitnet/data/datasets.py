@@ -28,6 +28,7 @@ from .idx import PathLike, atomic_output, read_idx, read_idx_and_sha256
 from .kaggle_csv import read_kaggle_csv
 
 __all__ = [
+    "CLASS_NAMES",
     "Dataset",
     "FileChecksum",
     "CHECKSUMS",
@@ -152,6 +153,13 @@ CHECKSUMS: dict[str, dict[str, FileChecksum]] = {
 # --------------------------------------------------------------------------- #
 # the Dataset record
 
+#: The names of the ten classes, in label order, for the sets whose classes are not digits.
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+}
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Dataset:
@@ -179,6 +187,11 @@ class Dataset:
     def n_classes(self) -> int:
         """Number of classes (10 for every supported source)."""
         return 10
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names in label order: ``"0"``…``"9"``, or Fashion-MNIST's garments."""
+        return list(CLASS_NAMES.get(self.name, DIGIT_CLASSES))
 
     def __repr__(self) -> str:
         # The default repr would print four large arrays.

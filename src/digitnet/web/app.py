@@ -58,6 +58,7 @@ from starlette.requests import ClientDisconnect
 
 from digitnet import __version__, imaging
 from digitnet.errors import BlankImageError, DataError, DigitnetError, ImageError
+from digitnet.modelfile import class_names, input_scale, to_network_inputs
 from digitnet.network import Network
 
 __all__ = ["MAX_BODY_BYTES", "MAX_IMAGE_SIDE", "ApiError", "create_app"]
@@ -183,23 +184,15 @@ class _Reader:
         self.metadata = metadata
         preprocessing = metadata.get("preprocessing") or {}
         self.preprocessing = preprocessing if isinstance(preprocessing, dict) else {}
-        self.scale = self.preprocessing.get("scale", "unit")
-        if self.scale not in ("unit", "symmetric"):
-            raise DigitnetError(
-                f"the model's input scale {self.scale!r} is unknown: expected 'unit' or 'symmetric'")
-        n_classes = network.sizes[-1]
-        classes = self.preprocessing.get("classes")
-        if isinstance(classes, list) and len(classes) == n_classes:
-            self.classes = [str(c) for c in classes]
-        else:
-            self.classes = [str(i) for i in range(n_classes)]
+        self.scale = input_scale(network)
+        self.classes = class_names(network)
         self.softmax_output = network.activations[-1].name == "softmax"
         dataset = self.preprocessing.get("dataset", "mnist")
         self.dataset = dataset if dataset in SAMPLE_DATASETS else "mnist"
 
     def network_input(self, x: np.ndarray) -> np.ndarray:
         """Images ``(n, 784)`` in [0, 1] -> the network's input scale (preprocessing contract)."""
-        return x if self.scale == "unit" else 2 * x - 1
+        return to_network_inputs(self.network, x)
 
     def answer(self, x: np.ndarray) -> dict:
         """The prediction for one image ``x`` ``(784,)`` in [0, 1], as the API's JSON dict."""
