@@ -43,13 +43,15 @@ def _last_model_pointer() -> Path:
 
 def remember_last_model(path) -> None:
     """Record ``path`` as the model ``digitnet train`` saved last (best effort)."""
+    from .errors import DigitnetError
+    from .fileio import atomic_write
+
+    line = (str(Path(path).resolve()) + "\n").encode("utf-8")
     try:
         pointer = _last_model_pointer()
         pointer.parent.mkdir(parents=True, exist_ok=True)
-        tmp = pointer.with_suffix(".tmp")
-        tmp.write_text(str(Path(path).resolve()) + "\n", encoding="utf-8")
-        os.replace(tmp, pointer)
-    except OSError:
+        atomic_write(pointer, lambda f: f.write(line))
+    except (OSError, DigitnetError):
         pass  # a read-only cache must not break training
 
 
