@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import Activation
+from .activations import Activation, supports_out
 from .errors import DigitnetError
 
 # Probabilities are clipped this far from 0 and 1 before a logarithm or a
@@ -61,6 +61,23 @@ class Loss:
             return (a - y) / a.shape[0]
         return activation.backward(a, self.gradient(a, y))
 
+    def scaled_delta(self, activation: Activation, a, y, scale: float, out: np.ndarray):
+        """``scale · delta(activation, a, y)``, written into ``out`` where it can be.
+
+        The training step uses this: it multiplies δ_L by the optimiser's
+        gradient scale (η for SGD), so every gradient downstream comes out
+        already scaled at the cost of one small array (see
+        :meth:`digitnet.optimizers.Optimizer.gradient_scale`).
+        """
+        if activation.name == self.fused_with:
+            d_loss__d_z = np.subtract(a, y, out=out)          # (a − y)
+            d_loss__d_z *= scale / a.shape[0]                # · scale/n
+            return d_loss__d_z
+        d_loss__d_z = self.delta(activation, a, y)
+        if scale != 1.0:
+            d_loss__d_z *= scale
+        return d_loss__d_z
+
     def __repr__(self) -> str:
         return self.name
 
@@ -78,6 +95,15 @@ class Quadratic(Loss):
     def gradient(self, a, y):
         # ∂/∂a of ½Σ(a−y)², averaged over n samples
         return (a - y) / a.shape[0]
+
+    def scaled_delta(self, activation, a, y, scale, out):
+        # The same (a − y)/n as gradient(), made in the step's buffer, scaled,
+        # then through the activation's derivative in place.
+        d_loss__d_a = np.subtract(a, y, out=out)
+        d_loss__d_a *= scale / a.shape[0]
+        if supports_out(activation)[1]:
+            return activation.backward(a, d_loss__d_a, out=d_loss__d_a)
+        return activation.backward(a, d_loss__d_a)
 
 
 class MeanSquaredError(Loss):

@@ -296,7 +296,8 @@ class Network:
         ``z_l`` is computed into ``buffers.z[l]``, and a hidden layer's
         activation overwrites its ``z_l`` in place: backpropagation needs only
         ``a_l`` there (the derivatives are written in terms of the outputs).
-        The output layer keeps ``z_L``, which the fused losses need.
+        The output layer keeps ``z_L``, which the fused losses need, and
+        writes ``a_L`` into ``buffers.a_out``.
         """
         a = X
         activations = [X]
@@ -305,10 +306,12 @@ class Network:
         for l, (W, b, f) in enumerate(zip(self.weights, self.biases, self.activations)):
             z = np.matmul(a, W.T, out=None if buffers is None else buffers.z[l])  # (n, n_in) @ (n_in, n_out)
             z += b               # bias broadcast over the batch
-            if buffers is not None and l < last and buffers.forward_in_place[l]:
+            if buffers is None or not buffers.forward_in_place[l]:
+                a = f.forward(z)
+            elif l < last:
                 a = f.forward(z, out=z)
             else:
-                a = f.forward(z)
+                a = f.forward(z, out=buffers.a_out)
             activations.append(a)
         return activations, z
 
@@ -361,22 +364,34 @@ class Network:
         return total / len(X), correct / len(X)
 
     # -- backpropagation --------------------------------------------------------
-    def _backprop(self, X, Y, l2_coef: float = 0.0, buffers: "StepBuffers | None" = None):
-        """Forward and backward pass; fills ``self.grads``.
+    def _backprop(self, X, Y, l2_coef: float = 0.0, buffers: "StepBuffers | None" = None,
+                  scale: float = 1.0):
+        """Forward and backward pass; fills ``self.grads`` with ``scale`` × the gradient.
 
-        Returns ``(loss, output)``: the mean data loss of the batch (without
-        the L2 term) and the output activations ``(n, n_outputs)``.
-        ``l2_coef`` is λ/n_train: the L2 penalty (λ/2n)·Σ‖W‖² adds
-        (λ/n)·W to each weight gradient.  ``buffers`` (from
-        :meth:`_step_buffers`, for ``len(X)`` rows) makes the step write into
-        preallocated arrays instead of allocating new ones; the training loop
-        passes them, and the output it gets back is then overwritten by the
-        next step.
+        Returns ``(loss, z_out)``: the mean data loss of the batch (without
+        the L2 term) and the output layer's pre-activation ``z_L``
+        ``(n, n_outputs)``.  ``l2_coef`` is λ/n_train: the L2 penalty
+        (λ/2n)·Σ‖W‖² adds (λ/n)·W to each weight gradient.
+
+        The training loop passes ``buffers`` (from :meth:`_step_buffers`, for
+        ``len(X)`` rows): the step then writes into preallocated arrays
+        instead of allocating new ones, ``z_out`` is overwritten by the next
+        step, and the loss is not computed (``None``): the loop works the
+        epoch's loss out once per epoch from every step's ``z_out``.  It also
+        passes the optimiser's ``scale`` (η for SGD): every gradient is linear
+        in δ_L, so scaling that one ``(n, n_outputs)`` array scales them all,
+        and the optimiser need not multiply the whole parameter vector by η.
         """
         activations, z_out = self._forward(X, buffers)
         a_out = activations[-1]
-        loss = self._loss_value(a_out, Y, z_out)
-        delta = self.loss.delta(self.activations[-1], a_out, Y)   # d_loss__d_z_L, (n, n_L)
+        if buffers is None:
+            loss = self._loss_value(a_out, Y, z_out)
+            delta = self.loss.delta(self.activations[-1], a_out, Y)   # d_loss__d_z_L, (n, n_L)
+            if scale != 1.0:
+                delta *= scale
+        else:
+            loss = None
+            delta = self.loss.scaled_delta(self.activations[-1], a_out, Y, scale, buffers.delta_out)
         for l in range(self.n_layers - 1, -1, -1):
             a_prev = activations[l]
             # d_loss__d_W = δᵀ · a_prev: (n_out, n) @ (n, n_in) -> (n_out, n_in)
@@ -395,9 +410,9 @@ class Network:
                         delta = f.backward(a_prev, d_loss__d_a_prev)
         if l2_coef:
             for l, (W, gW) in enumerate(zip(self.weights, self.grad_weights)):
-                # ∂/∂W of (λ/2n)·‖W‖² is (λ/n)·W
-                gW += np.multiply(W, l2_coef, out=None if buffers is None else buffers.decay[l])
-        return loss, a_out
+                # ∂/∂W of (λ/2n)·‖W‖² is (λ/n)·W (times the step's scale, like the rest)
+                gW += np.multiply(W, l2_coef * scale, out=None if buffers is None else buffers.decay[l])
+        return loss, z_out
 
     def _step_buffers(self, n: int) -> "StepBuffers":
         """Preallocated arrays for training steps on batches of ``n`` rows (see :class:`StepBuffers`)."""
@@ -452,8 +467,10 @@ class StepBuffers:
     * ``decay[l]`` ``(k, sizes[l])``: the L2 term ``(λ/n)·W_l`` (``np.empty``
       memory is only touched, and so only resident, when L2 is used).
 
-    The output layer's activations and ``δ_L`` are ``(n, n_outputs)``, small
-    enough to allocate.  Not thread-safe: one set per training loop.
+    * ``a_out`` and ``delta_out`` ``(n, n_outputs)``: the output layer's
+      activations and ``δ_L``.
+
+    Not thread-safe: one set per training loop.
     """
 
     def __init__(self, network: Network, n: int):
@@ -465,6 +482,8 @@ class StepBuffers:
         self.z = [np.empty((n, k), dtype, order="F") for k in units[:-1]] + [np.empty((n, units[-1]), dtype)]
         self.d_a = [np.empty((n, k), dtype, order="F") for k in units[:-1]]
         self.decay = [np.empty_like(W) for W in network.weights]
+        self.a_out = np.empty((n, units[-1]), dtype)
+        self.delta_out = np.empty((n, units[-1]), dtype)
         flags = [supports_out(f) for f in network.activations]
         self.forward_in_place = [fwd for fwd, _ in flags]
         self.backward_in_place = [bwd for _, bwd in flags]

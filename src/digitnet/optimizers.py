@@ -49,6 +49,22 @@ class Optimizer:
     def update(self, params: np.ndarray, grads: np.ndarray) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    # -- the training loop's shortcut -------------------------------------------
+    def gradient_scale(self) -> float:
+        """The factor the training loop may fold into the gradients it hands to :meth:`update_scaled`.
+
+        Backpropagation is linear in δ_L, so the network can deliver
+        ``c·∇`` for the price of scaling one ``(batch, n_outputs)`` array,
+        where multiplying the gradient itself costs a pass over every
+        parameter.  SGD and momentum take ``c = η``, which turns their
+        ``η·∇`` into a gradient that arrives ready-made.
+        """
+        return 1.0
+
+    def update_scaled(self, params: np.ndarray, scaled_grads: np.ndarray) -> None:
+        """:meth:`update` given ``gradient_scale() · ∇`` instead of ``∇`` (may overwrite it)."""
+        self.update(params, scaled_grads)
+
     # -- state, for checkpoints -------------------------------------------------
     def config(self) -> dict:
         return {"name": self.name, "lr": self.lr}
@@ -70,8 +86,14 @@ class SGD(Optimizer):
     name = "sgd"
 
     def update(self, params, grads):
+        self.update_scaled(params, np.multiply(grads, self.lr, out=self._scratch(grads)))
+
+    def gradient_scale(self):
+        return self.lr
+
+    def update_scaled(self, params, scaled_grads):
         self.steps += 1
-        params -= np.multiply(grads, self.lr, out=self._scratch(grads))
+        params -= scaled_grads                    # θ ← θ − η·∇, η·∇ given
 
 
 class Momentum(Optimizer):
@@ -92,16 +114,22 @@ class Momentum(Optimizer):
         self.velocity = None
 
     def update(self, params, grads):
+        self.update_scaled(params, np.multiply(grads, self.lr, out=self._scratch(grads)))
+
+    def gradient_scale(self):
+        return self.lr
+
+    def update_scaled(self, params, scaled_grads):
         self.steps += 1
         if self.velocity is None or self.velocity.shape != params.shape:
             self.velocity = np.zeros_like(params)
-        v = self.velocity
-        step = np.multiply(grads, self.lr, out=self._scratch(grads))  # η·∇
+        v, step = self.velocity, scaled_grads    # step = η·∇
         v *= self.momentum
-        v -= step
+        v -= step                                # v = μ·v − η·∇
         if self.nesterov:
             params -= step
-            params += np.multiply(v, self.momentum, out=step)  # μ·v, in the scratch array η·∇ is done with
+            # + μ·v, written over η·∇, which is no longer needed
+            params += np.multiply(v, self.momentum, out=step)
         else:
             params += v
 
@@ -149,28 +177,34 @@ class Adam(Optimizer):
         self.m = self.s = None
 
     def update(self, params, grads):
+        self.update_scaled(params, np.multiply(grads, 1.0 - self.beta1, out=self._scratch(grads)))
+
+    def gradient_scale(self):
+        return 1.0 - self.beta1
+
+    def update_scaled(self, params, scaled_grads):
         self.steps += 1
         if self.m is None or self.m.shape != params.shape:
             self.m = np.zeros_like(params)
             self.s = np.zeros_like(params)
         t = self.steps
-        m, s = self.m, self.s
-        scratch = np.multiply(grads, 1.0 - self.beta1, out=self._scratch(grads))
+        # g = (1−β₁)·∇ arrives ready-made; once m has it, its array is the scratch space.
+        m, s, g = self.m, self.s, scaled_grads
         m *= self.beta1
-        m += scratch                                  # m = β₁m + (1−β₁)∇
-        np.multiply(grads, grads, out=scratch)
-        scratch *= 1.0 - self.beta2
+        m += g                                        # m = β₁m + (1−β₁)∇
+        work = np.multiply(g, g, out=g)               # (1−β₁)²∇²
+        work *= (1.0 - self.beta2) / (1.0 - self.beta1) ** 2
         s *= self.beta2
-        s += scratch                                  # s = β₂s + (1−β₂)∇²
+        s += work                                     # s = β₂s + (1−β₂)∇²
         # Fold both bias corrections into one scalar step size:
         # η·m̂/(√ŝ+ε) = η·√(1−β₂ᵗ)/(1−β₁ᵗ) · m/(√s + ε·√(1−β₂ᵗ))
         correction2 = np.sqrt(1.0 - self.beta2**t)
         step_size = self.lr * correction2 / (1.0 - self.beta1**t)
-        np.sqrt(s, out=scratch)
-        scratch += self.eps * correction2
-        np.divide(m, scratch, out=scratch)
-        scratch *= step_size
-        params -= scratch
+        np.sqrt(s, out=work)
+        work += self.eps * correction2
+        np.divide(m, work, out=work)
+        work *= step_size
+        params -= work
 
     def config(self):
         return {"name": "adam", "lr": self.lr, "beta1": self.beta1, "beta2": self.beta2,
