@@ -289,3 +289,41 @@ def test_backward_l2_uses_the_training_set_size():
     assert loss1 - loss0 == pytest.approx(4.0 / 200 * np.sum(W * W), rel=1e-12)
     np.testing.assert_allclose(g1[0][0] - g0[0][0], 4.0 / 100 * W, rtol=1e-10)
     np.testing.assert_array_equal(g1[0][1], g0[0][1])  # biases are not decayed
+
+
+# -- the training step's own path ----------------------------------------------------------------
+
+class _TwoArgumentSigmoid(Sigmoid):
+    """A custom activation written against the two-argument API (no ``out=``)."""
+
+    name = "sigmoid2"
+
+    def forward(self, z):
+        return super().forward(z)
+
+    def backward(self, a, d_loss__d_a):
+        return super().backward(a, d_loss__d_a)
+
+
+@pytest.mark.parametrize("out, loss, kind", PAIRS + [(_TwoArgumentSigmoid(), "quadratic", "values")])
+@pytest.mark.parametrize("scale", [1.0, 0.37])
+def test_the_training_step_gives_scale_times_the_gradient(out, loss, kind, scale):
+    """fit's step (preallocated buffers, δ_L scaled by the optimiser's factor) equals
+    ``scale`` × ``backward``'s gradient, and returns the output layer's z."""
+    rng = np.random.default_rng(7)
+    n, sizes = 6, [5, 4, 3, 3]
+    net = Network(sizes, activations=["tanh", "relu", out], loss=loss, init="normal",
+                  dtype=np.float64, seed=2)
+    X = rng.standard_normal((n, sizes[0]))
+    y = _targets(kind, rng, n, sizes[-1])
+    _, expected = net.backward(X, y, l2=0.8, n_train=20)
+    Y, _ = net.check_targets(y, n)
+    buffers = net._step_buffers(n)
+    for _ in range(2):  # the second step reuses the buffers the first one wrote
+        loss_value, z_out = net._backprop(X, Y, 0.8 / 20, buffers, scale)
+        assert loss_value is None
+        np.testing.assert_allclose(z_out, _pre_activations(net, X)[-1], rtol=1e-12)
+        for (gW, gb), (dW, db) in zip(zip(net.grad_weights, net.grad_biases), expected):
+            np.testing.assert_allclose(gW, scale * dW, rtol=1e-10, atol=1e-14)
+            np.testing.assert_allclose(gb, scale * db, rtol=1e-10, atol=1e-14)
+    assert np.abs(net.grad_weights[0]).max() > 1e-6

@@ -174,3 +174,29 @@ def test_cosine_schedule_values():
     values = [cos(1.0, p / 4) for p in range(41)]
     assert all(a > b for a, b in zip(values, values[1:]))             # smooth, strictly falling
     assert get_schedule("cosine", 4)(0.2, 2) == pytest.approx(0.1)  # spans the run's epochs
+
+
+# -- the training loop's shortcut: gradients that arrive pre-scaled ----------------------------
+
+@pytest.mark.parametrize("make", [lambda: SGD(0.3), lambda: Momentum(0.3, 0.8), lambda: Nesterov(0.3, 0.8),
+                                  lambda: Adam(0.01, beta1=0.8, beta2=0.99)])
+def test_update_scaled_given_the_scaled_gradient_equals_update(make):
+    """fit hands ``gradient_scale()·∇`` to ``update_scaled``; that must be ``update(∇)``."""
+    rng = np.random.default_rng(1)
+    plain, scaled = make(), make()
+    p1, p2 = THETA.copy(), THETA.copy()
+    for _ in range(4):
+        grad = rng.standard_normal(THETA.shape)
+        kept = grad.copy()
+        plain.update(p1, grad)
+        assert np.array_equal(grad, kept)          # update leaves the caller's gradient alone
+        scaled.update_scaled(p2, scaled.gradient_scale() * grad)
+        np.testing.assert_allclose(p2, p1, rtol=1e-13, atol=1e-15)
+    assert not np.allclose(p1, THETA)
+    for key, value in plain.state_dict().items():
+        np.testing.assert_allclose(scaled.state_dict()[key], value, rtol=1e-13, atol=1e-15)
+
+
+def test_gradient_scales():
+    assert SGD(0.3).gradient_scale() == 0.3 and Nesterov(0.2).gradient_scale() == 0.2
+    assert Adam(beta1=0.9).gradient_scale() == pytest.approx(0.1)

@@ -75,15 +75,21 @@ def test_minibatches_follow_the_documented_epoch_order():
     X, y = _blobs(n=13)
     net = Network([2, 4, 3], dtype=np.float64, seed=3)
     by_hand = net.copy()
-    net.fit(X, y, epochs=2, batch_size=5, lr=0.2, seed=77)
+    history = net.fit(X, y, epochs=2, batch_size=5, lr=0.2, seed=77)
     for epoch in range(2):
         order = epoch_order(77, epoch, 13)
+        loss_sum, correct = 0.0, 0
         for start in range(0, 13, 5):
             rows = order[start:start + 5]
+            # the record's loss and accuracy: each batch seen by the weights of its own step
+            loss_sum += by_hand.loss_value(X[rows], y[rows]) * len(rows)
+            correct += int(np.sum(by_hand.predict(X[rows]) == y[rows]))
             _, grads = by_hand.backward(X[rows], y[rows])
             for W, b, (dW, db) in zip(by_hand.weights, by_hand.biases, grads):
                 W -= 0.2 * dW
                 b -= 0.2 * db
+        assert history["loss"][epoch] == pytest.approx(loss_sum / 13, rel=1e-12)
+        assert history["accuracy"][epoch] == correct / 13
     np.testing.assert_allclose(net.params, by_hand.params, rtol=1e-12, atol=1e-15)
 
 
@@ -333,6 +339,28 @@ def test_divergence_raises_and_keeps_the_last_good_weights(kwargs, lr, epochs):
     assert np.all(np.isfinite(net.params))
     assert np.array_equal(net.params, snapshots.params[-1])  # the last completed epoch's weights
     assert len(excinfo.value.history) == len(snapshots.params) - 1
+
+
+def test_a_blow_up_early_in_a_long_epoch_stops_training_soon_and_names_its_batch():
+    """Outputs are checked every few thousand rows, not only at the end of the epoch."""
+    rng = np.random.default_rng(1)
+    X, Y = rng.standard_normal((20_000, 4)), rng.standard_normal((20_000, 3))
+    net = Network([4, 6, 3], activation="identity", output="identity", loss="quadratic", seed=0)
+    start = net.params.copy()
+
+    class Count(Callback):
+        batches = 0
+
+        def on_batch_end(self, epoch, batch, n_batches):
+            Count.batches += 1
+
+    with np.errstate(all="ignore"), pytest.raises(TrainingDiverged) as excinfo:
+        net.fit(X, Y, epochs=2, batch_size=10, lr=1e5, callbacks=[Count()])
+    assert 0 < Count.batches < 500                       # of 2,000 in the epoch
+    batch = int(re.search(r"batch (\d+) of 2000", str(excinfo.value)).group(1))
+    assert batch <= 20 and "epoch 1 " in str(excinfo.value)
+    assert re.search(r"loss became (nan|inf)", str(excinfo.value))
+    assert np.array_equal(net.params, start)             # nothing completed: the initial weights
 
 
 def test_a_stable_learning_rate_does_not_diverge():

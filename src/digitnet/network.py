@@ -396,7 +396,11 @@ class Network:
             a_prev = activations[l]
             # d_loss__d_W = δᵀ · a_prev: (n_out, n) @ (n, n_in) -> (n_out, n_in)
             np.matmul(delta.T, a_prev, out=self.grad_weights[l])
-            np.add.reduce(delta, axis=0, out=self.grad_biases[l])     # Σ over samples, (n_out,)
+            # d_loss__d_b = Σ over samples of δ, (n_out,)
+            if buffers is None:
+                np.add.reduce(delta, axis=0, out=self.grad_biases[l])
+            else:  # the same sum as 1ᵀ·δ, (n,) @ (n, n_out): BLAS does it 1.1–4× faster
+                np.matmul(buffers.ones, delta, out=self.grad_biases[l])
             if l > 0:  # the input layer's own gradient is never needed
                 f = self.activations[l - 1]
                 # (n, n_out) @ (n_out, n_in) -> (n, n_in)
@@ -468,7 +472,8 @@ class StepBuffers:
       memory is only touched, and so only resident, when L2 is used).
 
     * ``a_out`` and ``delta_out`` ``(n, n_outputs)``: the output layer's
-      activations and ``δ_L``.
+      activations and ``δ_L``;
+    * ``ones`` ``(n,)``: the bias gradient is ``onesᵀ·δ``.
 
     Not thread-safe: one set per training loop.
     """
@@ -483,6 +488,7 @@ class StepBuffers:
         self.d_a = [np.empty((n, k), dtype, order="F") for k in units[:-1]]
         self.decay = [np.empty_like(W) for W in network.weights]
         self.a_out = np.empty((n, units[-1]), dtype)
+        self.ones = np.ones(n, dtype)
         self.delta_out = np.empty((n, units[-1]), dtype)
         flags = [supports_out(f) for f in network.activations]
         self.forward_in_place = [fwd for fwd, _ in flags]
