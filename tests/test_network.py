@@ -8,7 +8,7 @@ import pytest
 from digitnet import Network
 from digitnet.activations import Softmax, get_activation
 from digitnet.errors import DataError, DigitnetError
-from digitnet.losses import BinaryCrossEntropy, CategoricalCrossEntropy
+from digitnet.losses import BinaryCrossEntropy, CategoricalCrossEntropy, get_loss
 
 
 def _one_line_error(excinfo):
@@ -302,3 +302,23 @@ def test_cross_entropy_rejects_targets_outside_zero_one(loss, output, targets):
     X = np.zeros((3, 2))
     with pytest.raises(DataError, match="outside 0..1"):
         net.fit(X, targets, epochs=1)
+
+
+@pytest.mark.parametrize("loss, output", [("quadratic", "sigmoid"), ("mse", "identity"),
+                                          ("binary_cross_entropy", "sigmoid"), ("cross_entropy", "softmax")])
+def test_loss_values_do_not_depend_on_the_memory_layout(loss, output):
+    """The training loop keeps its outputs column-major; every loss must read them right."""
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((7, 4))
+    f, L = get_activation(output), get_loss(loss)
+    a = f.forward(z)
+    y = np.eye(4)[rng.integers(0, 4, 7)]
+    y[0] = [0.2, 0.3, 0.1, 0.4] if loss != "binary_cross_entropy" else [1, 0, 1, 1]
+    expected = L.value(a, y, z if output == L.fused_with else None)
+    for a_, y_, z_ in [(np.asfortranarray(a), y, np.asfortranarray(z)),
+                       (np.asfortranarray(a), np.asfortranarray(y), np.asfortranarray(z)),
+                       (a, np.asfortranarray(y), z)]:
+        got = L.value(a_, y_, z_ if output == L.fused_with else None)
+        assert got == pytest.approx(expected, rel=1e-12)
+    # and the fused and unfused values agree (the layout test is not comparing constants)
+    assert L.value(np.asfortranarray(a), y) == pytest.approx(expected, rel=1e-9)

@@ -88,8 +88,9 @@ class Quadratic(Loss):
     name = "quadratic"
 
     def value(self, a, y, z=None):
-        diff = (a - y).ravel()
         # Σ(a − y)² as a dot product: one BLAS call instead of a square and a sum
+        # (ravel in memory order: a view, whatever the layout)
+        diff = (a - y).ravel(order="K")
         return 0.5 * float(np.dot(diff, diff)) / a.shape[0]
 
     def gradient(self, a, y):
@@ -119,7 +120,7 @@ class MeanSquaredError(Loss):
     name = "mse"
 
     def value(self, a, y, z=None):
-        diff = (a - y).ravel()
+        diff = (a - y).ravel(order="K")
         return float(np.dot(diff, diff)) / diff.size
 
     def gradient(self, a, y):
@@ -165,9 +166,9 @@ class CategoricalCrossEntropy(Loss):
             # Σ_k y_k (logsumexp(z) − z_k); shift by the max for stability.
             z_max = z.max(axis=1, keepdims=True)
             lse = z_max + np.log(np.exp(z - z_max).sum(axis=1, keepdims=True))  # (n, 1)
-            return float(np.vdot(y, lse - z)) / n       # Σ over samples and classes
+            return float((y * (lse - z)).sum()) / n     # Σ over samples and classes
         a = np.maximum(a, _eps(a))
-        return -float(np.vdot(y, np.log(a))) / n
+        return -float((y * np.log(a)).sum()) / n
 
     def gradient(self, a, y):
         return -y / np.maximum(a, _eps(a)) / a.shape[0]
