@@ -105,7 +105,8 @@ def test_overrides_keep_activations_when_layers_change():
     ({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch size"), ({"l2": -1.0}, "l2"),
     ({"optimizer": "rmsprop"}, "unknown optimizer"), ({"lr": -1.0}, "learning rate"),
     ({"schedule": "linear"}, "unknown schedule"), ({"split": "random"}, "unknown split"),
-    ({"scale": "raw"}, "scale"),
+    ({"scale": "raw"}, "scale"), ({"shift": -1}, "shift"), ({"shift": 9}, "shift"),
+    ({"shift": 1.5}, "shift"),
 ])
 def test_check_rejects_unusable_fields(change, message):
     with pytest.raises(DigitnetError, match=message):
@@ -187,13 +188,15 @@ def test_interrupt_keeps_the_last_completed_epoch(tmp_path):
         if epoch == 2:
             raise KeyboardInterrupt
 
-    args = dict(subset=1000, overrides={"sizes": [784, 16, 10], "schedule": None})
+    # with random shifts: a resumed run must also draw the same shifts
+    args = dict(subset=1000, overrides={"sizes": [784, 16, 10], "schedule": None, "shift": 1})
     with pytest.raises(TrainingInterrupted) as caught:
         train_recipe("best", epochs=5, out=tmp_path / "cut.npz", checkpoint=tmp_path / "c.npz",
                      callbacks=[stop_in_epoch_3], **args)
     kept = caught.value.result
     # The callback runs after epoch 3's snapshot: epoch 3 is the last completed one.
     assert kept.epochs_done == 3 and kept.path == tmp_path / "cut.npz"
+    assert load_model(kept.path).metadata["recipe"]["shift"] == 1
     straight = train_recipe("best", epochs=3, **args)
     assert np.array_equal(load_model(kept.path).params, straight.network.params)
     resumed = train_recipe(resume=tmp_path / "c.npz", epochs=5)

@@ -58,6 +58,9 @@ class Preset:
     ``"mnist"`` or ``"xor"`` (the built-in four-row table).
     ``reported_on`` says which set the headline accuracy comes from:
     ``"test"``, or ``"validation"`` where the source reports its dev set.
+    ``shift`` > 0 moves every training image by a random whole number of
+    pixels, up to ``shift`` each way, afresh every epoch
+    (:class:`digitnet.augment.RandomShift`).
     """
 
     name: str
@@ -78,6 +81,7 @@ class Preset:
     data: str = "mnist"
     notes: str = ""
     reported_on: str = "test"
+    shift: int = 0
 
     # -- derived ------------------------------------------------------------------
     @property
@@ -152,6 +156,8 @@ class Preset:
             raise DigitnetError(f"batch size must be a whole number ≥ 1 or full, got {self.batch_size!r}")
         if not (isinstance(self.l2, (int, float)) and math.isfinite(self.l2) and self.l2 >= 0):
             raise DigitnetError(f"l2 must be a finite number ≥ 0, got {self.l2!r}")
+        if isinstance(self.shift, bool) or not isinstance(self.shift, int) or not 0 <= self.shift <= 8:
+            raise DigitnetError(f"shift must be a whole number of pixels from 0 to 8, got {self.shift!r}")
         if self.scale not in ("unit", "symmetric"):
             raise DigitnetError(f"scale must be unit or symmetric, got {self.scale!r}")
         from .data import SPLITS
@@ -517,7 +523,7 @@ def train_recipe(preset_or_name=DEFAULT_PRESET, *, data=None, seed=0, epochs=Non
                         optimizer=optimizer, lr=preset.lr, l2=preset.l2,
                         schedule=preset.schedule, validation_data=validation, seed=seed,
                         callbacks=[keeper, *callbacks], initial_epoch=initial_epoch,
-                        history=history)
+                        history=history, augment=preset.shift or None)
     except KeyboardInterrupt:
         raise TrainingInterrupted(_save_interrupted(
             keeper, network, history, preset, recipe, preprocessing, out, checkpoint,

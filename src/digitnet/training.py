@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .augment import get_augment
 from .errors import DataError, DigitnetError, TrainingDiverged
 from .optimizers import Optimizer, get_optimizer
 from .schedules import Constant, get_schedule
@@ -28,6 +29,9 @@ from .schedules import Constant, get_schedule
 _GATHER_ROWS = 1024
 # Rows of outputs between two looks for inf/NaN.
 _CHECK_ROWS = 4096
+# Augmentation draws from its own stream, seeded (seed, epoch, 1), so that it
+# leaves the shuffling order (seeded (seed, epoch)) as it is.
+_AUGMENT_STREAM = 1
 
 _COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
@@ -118,7 +122,8 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimizer="sgd",
         lr: float | None = None, l2: float = 0.0, schedule=None, validation_data=None,
         early_stopping: int | None = None, seed: int | None = None, shuffle: bool = True,
-        callbacks=(), initial_epoch: int = 0, history: History | None = None) -> History:
+        callbacks=(), initial_epoch: int = 0, history: History | None = None,
+        augment=None) -> History:
     """Train ``network`` on ``X`` ``(n, n_inputs)`` and ``y`` (labels ``(n,)`` or targets ``(n, n_outputs)``).
 
     Parameters
@@ -138,6 +143,10 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
     callbacks : :class:`Callback` objects or functions ``f(epoch, record)``.
     initial_epoch, history : continue a run (``--resume``): epochs before
         ``initial_epoch`` are skipped and new records appended to ``history``.
+    augment : a function ``augment(X_rows, rng)`` that changes training
+        inputs in place (see :mod:`digitnet.augment`), or a whole number k
+        for random shifts of up to k pixels.  It works on copies of the
+        rows, every epoch afresh, with ``rng`` seeded by (seed, epoch).
 
     Returns the :class:`History`.  Raises :class:`~digitnet.errors.TrainingDiverged`
     (with the weights of the last good epoch restored) if the loss becomes NaN or infinite.
@@ -185,11 +194,15 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
     # batch of an epoch may be shorter than the others).
     buffers = {size: network._step_buffers(size) for size in {batch, n - (n_batches - 1) * batch}}
     shuffled = shuffle and n_batches > 1
-    # Shuffled inputs are gathered a few batches at a time into one reused
-    # array (one np.take per ~1,000 rows instead of one gather per batch);
-    # the data set itself is never copied whole.
+    augment = get_augment(augment)
+    if hasattr(augment, "shape_for"):
+        augment.shape_for(X.shape[1])    # rows that are not images fail now, not mid-epoch
+    # Shuffled (or augmented) inputs are gathered a few batches at a time into
+    # one reused array (one np.take per ~1,000 rows instead of one gather per
+    # batch); the data set itself is never copied whole.
     rows_per_gather = max(1, _GATHER_ROWS // batch) * batch
-    gathered = np.empty((min(rows_per_gather, n), X.shape[1]), X.dtype) if shuffled else None
+    gather = shuffled or augment is not None
+    gathered = np.empty((min(rows_per_gather, n), X.shape[1]), X.dtype) if gather else None
     # Every step's output pre-activations z_L, in the epoch's order.  The
     # epoch's loss and accuracy are worked out from them once per epoch,
     # which is cheaper than a loss and an argmax per step and gives the same
@@ -217,18 +230,24 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
         # slices its targets instead of gathering them.
         Y_epoch, labels_epoch = (Y, labels) if order is None else (Y[order], labels[order])
         scale = opt.gradient_scale()
+        augment_rng = None if augment is None else np.random.default_rng([seed, epoch, _AUGMENT_STREAM])
         checked = 0
         for b in range(n_batches):
             start, stop = b * batch, min((b + 1) * batch, n)
-            if order is None:
+            if not gather:
                 X_b = X[start:stop]
             else:
                 offset = start % rows_per_gather
                 if offset == 0:
-                    rows = order[start:start + rows_per_gather]
-                    # mode="clip" (the indices are a permutation, always in range)
-                    # lets take() write straight into `gathered`; "raise" would buffer.
-                    np.take(X, rows, axis=0, out=gathered[:len(rows)], mode="clip")
+                    end = min(start + rows_per_gather, n)
+                    if order is None:
+                        np.copyto(gathered[:end - start], X[start:end])
+                    else:
+                        # mode="clip" (the indices are a permutation, always in range)
+                        # lets take() write straight into `gathered`; "raise" would buffer.
+                        np.take(X, order[start:end], axis=0, out=gathered[:end - start], mode="clip")
+                    if augment is not None:
+                        augment(gathered[:end - start], augment_rng)
                 X_b = gathered[offset:offset + stop - start]
             if per_step_lr:
                 opt.lr = sched(base_lr, epoch + b / n_batches)

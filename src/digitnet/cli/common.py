@@ -74,6 +74,13 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+def shift_pixels(text: str) -> int:
+    value = _number(text, int)
+    if not 0 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels from 0 to 8, got {text!r}")
+    return value
+
+
 FULL_BATCH = "full"
 
 

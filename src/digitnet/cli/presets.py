@@ -49,7 +49,9 @@ def describe(p) -> str:
         ("activations", ", ".join(p.activations)),
         ("loss", p.loss), ("init", p.init), ("optimizer", p.optimizer), ("lr", f"{p.lr:g}"),
         ("batch size", batch), ("epochs", str(p.epochs)), ("l2", f"{p.l2:g}"),
-        ("schedule", p.schedule or "constant"), ("pixels", p.scale), ("split", p.split),
+        ("schedule", p.schedule or "constant"), ("pixels", p.scale),
+        ("shifts", f"random, up to {p.shift} px each way, every epoch" if p.shift else "none"),
+        ("split", p.split),
         ("data", p.data), ("command", p.command),
     ]
     lines = [p.name] + [f"  {k + ':':<12} {v}" for k, v in fields]

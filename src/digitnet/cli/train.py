@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import DigitnetError, TrainingDiverged
 from .common import (FULL_BATCH, add_command, batch_size, layer_sizes, nonnegative_float,
-                     nonnegative_int, percent, positive_float, positive_int)
+                     nonnegative_int, percent, positive_float, positive_int, shift_pixels)
 
 EXAMPLES = """\
   digitnet train                                  the 'best' preset: 98.6% on the test set in about a minute
@@ -40,7 +40,7 @@ infinite) no model is written and the exit status is 2.
 """
 
 _RECIPE_FLAGS = ("layers", "activation", "output", "loss", "init", "optimizer", "lr", "batch_size",
-                 "epochs", "l2", "schedule", "scale", "split")
+                 "epochs", "l2", "schedule", "scale", "split", "shift")
 
 
 def add_parser(subparsers):
@@ -69,6 +69,9 @@ def add_parser(subparsers):
                    help="pixels in [0, 1] (unit) or [-1, 1] (symmetric)")
     r.add_argument("--split", choices=("standard", "nielsen", "raschka", "zhang"),
                    help="how the training images are split into training and validation")
+    r.add_argument("--shift", type=shift_pixels, metavar="PIXELS",
+                   help="move each training image by up to this many pixels, at random, "
+                        "every epoch (0: off)")
     d = p.add_argument_group("data and reproducibility")
     d.add_argument("--data", metavar="SOURCE",
                    help="mnist (default), fashion-mnist, kmnist, a folder of IDX files, or a "
@@ -122,6 +125,8 @@ def _describe(preset, seed, data, subset) -> str:
         extras.append(f"L2 λ={preset.l2:g}")
     if preset.schedule:
         extras.append(f"{preset.schedule} schedule")
+    if preset.shift:
+        extras.append(f"random shifts ≤ {preset.shift} px")
     if subset:
         extras.append(f"first {subset:,} training images")
     extra = (", " + ", ".join(extras)) if extras else ""
