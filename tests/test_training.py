@@ -424,3 +424,22 @@ def test_a_custom_two_argument_activation_trains_like_the_builtin():
     assert np.allclose(nets[0].params, nets[1].params, rtol=0, atol=1e-12)
     assert not np.array_equal(nets[0].params, Network([5, 7, 3], activations=["tanh", "softmax"],
                                                       dtype="float64", seed=11).params)
+
+
+def test_an_optimizer_subclass_that_overrides_update_gets_its_update_called():
+    """fit's scaled-gradient shortcut must not bypass a user's own update()."""
+    from digitnet.optimizers import SGD
+
+    class LoggingSGD(SGD):
+        calls = 0
+
+        def update(self, params, grads):
+            LoggingSGD.calls += 1
+            super().update(params, grads)
+
+    X, y = _blobs(n=30)
+    logged, plain = Network([2, 4, 3], dtype=np.float64, seed=1), Network([2, 4, 3], dtype=np.float64, seed=1)
+    logged.fit(X, y, epochs=2, batch_size=10, optimizer=LoggingSGD(0.2), seed=3)
+    plain.fit(X, y, epochs=2, batch_size=10, optimizer="sgd", lr=0.2, seed=3)
+    assert LoggingSGD.calls == 6
+    np.testing.assert_allclose(logged.params, plain.params, rtol=1e-12)

@@ -469,8 +469,7 @@ class StepBuffers:
     * ``d_a[l]`` ``(n, k)``, hidden layers only: ``∂loss/∂a_l``, which the
       activation's derivative then turns into ``δ_l = ∂loss/∂z_l`` in place;
     * ``decay[l]`` ``(k, sizes[l])``: the L2 term ``(λ/n)·W_l`` (``np.empty``
-      memory is only touched, and so only resident, when L2 is used).
-
+      memory is only touched, and so only resident, when L2 is used);
     * ``a_out`` and ``delta_out`` ``(n, n_outputs)``: the output layer's
       activations and ``δ_L``;
     * ``ones`` ``(n,)``: the bias gradient is ``onesᵀ·δ``.

@@ -6,6 +6,12 @@
 views into it), so one update is a handful of whole-array operations however
 deep the network is.
 
+The training loop itself calls ``update_scaled(params, c·∇)`` instead, with
+``c = gradient_scale()`` (η for SGD and momentum, 1 − β₁ for Adam): the
+network folds ``c`` into its backward pass for free (see
+:meth:`Optimizer.gradient_scale`), which saves the optimiser one pass over
+every parameter per step.  ``update`` is the same step, given ``∇``.
+
 Learning-rate schedules live in :mod:`digitnet.schedules`; the training loop
 sets ``optimizer.lr`` before each step.
 

@@ -243,15 +243,17 @@ _PRESET_LIST = [
         name="best",
         source="digitnet's own: the best MLP we could train in about a minute on two cores",
         published="none (our target: ≥ 98.5% on the test set in a minute)",
-        sizes=(784, 512, 256, 10), activations=("relu", "relu", "softmax"),
-        loss="cross_entropy", init="he", optimizer="nesterov", lr=0.1, batch_size=64, epochs=10,
-        l2=6.0, schedule="cosine", split="standard",
+        sizes=(784, 256, 128, 10), activations=("relu", "relu", "softmax"),
+        loss="cross_entropy", init="he", optimizer="nesterov", lr=0.1, batch_size=64, epochs=15,
+        l2=6.0, schedule="cosine", split="standard", shift=1,
         notes="Two ReLU layers with He init, softmax with cross-entropy, Nesterov momentum (0.9) "
               "at lr 0.1 decayed to 0 along a cosine, mini-batches of 64, L2 λ = 6 (λ/n = 1e-4, "
-              "PyTorch's weight_decay=1e-4), all 60,000 training images (no validation set). "
-              "In our trials Adam (lr 1e-3) scored about 0.2 points lower on the test set, "
-              "one layer of 512 or 1,024 about 0.2 lower, and [784, 800, 800, 10] 0.05 higher "
-              "in twice the time."),
+              "PyTorch's weight_decay=1e-4), all 60,000 training images, each moved by a random "
+              "pixel or none in each direction every epoch (--shift 1). The shifts are worth "
+              "about half a point: in our trials (seeds 0-2) this network scored 98.97-99.03% "
+              "with them, while without them even [784, 512, 256, 10] scored 98.46-98.66%. "
+              "Being small (235k multiply-adds per image) it also reads fast: the 10,000 test "
+              "images in about 25 ms on two cores."),
 ]
 
 #: Every preset by name.

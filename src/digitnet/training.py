@@ -181,6 +181,12 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
     if isinstance(optimizer, Optimizer) and lr is not None:
         opt.lr = float(lr)
     base_lr = opt.lr
+    # The scaled-gradient shortcut, unless a subclass changed update() alone
+    # (its own step must run, and it expects the plain gradient).
+    if _defines_update_last(type(opt)):
+        gradient_scale, take_step = (lambda: 1.0), opt.update
+    else:
+        gradient_scale, take_step = opt.gradient_scale, opt.update_scaled
     sched = get_schedule(schedule, epochs)
     if seed is None:
         seed = network.seed
@@ -229,7 +235,7 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
         # Shuffle the (small) targets and labels once per epoch, so that a step
         # slices its targets instead of gathering them.
         Y_epoch, labels_epoch = (Y, labels) if order is None else (Y[order], labels[order])
-        scale = opt.gradient_scale()
+        scale = gradient_scale()
         augment_rng = None if augment is None else np.random.default_rng([seed, epoch, _AUGMENT_STREAM])
         checked = 0
         for b in range(n_batches):
@@ -251,7 +257,7 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
                 X_b = gathered[offset:offset + stop - start]
             if per_step_lr:
                 opt.lr = sched(base_lr, epoch + b / n_batches)
-                scale = opt.gradient_scale()
+                scale = gradient_scale()
             _, z_out = network._backprop(X_b, Y_epoch[start:stop], l2_coef, buffers[stop - start], scale)
             outputs[start:stop] = z_out
             if (b + 1) % check_every == 0 or b + 1 == n_batches:
@@ -259,7 +265,7 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
                     _restore_and_raise(network, last_good, epoch, batch, n_batches,
                                        outputs[:stop], Y_epoch, checked, opt.lr, history)
                 checked = stop
-            opt.update_scaled(network.params, network.grads)
+            take_step(network.params, network.grads)
             for cb in callbacks:
                 cb.on_batch_end(epoch, b, n_batches)
         a_epoch = network.activations[-1].forward(outputs)
@@ -308,6 +314,16 @@ def _check_int(name, value, minimum):
     if value < minimum:
         raise DigitnetError(f"{name} must be ≥ {minimum}, got {value!r}")
     return int(value)
+
+
+def _defines_update_last(cls) -> bool:
+    """Whether the most derived of ``update``/``update_scaled`` in ``cls`` is ``update``."""
+    for klass in cls.__mro__:
+        if "update_scaled" in vars(klass):
+            return False
+        if "update" in vars(klass):
+            return True
+    return True
 
 
 def _all_finite(a: np.ndarray) -> bool:
