@@ -1,4 +1,4 @@
-"""Benchmarks: digitnet against PyTorch (CPU), scikit-learn and the seed's per-sample loop.
+"""Benchmarks: digitnet against PyTorch (CPU), scikit-learn, plain NumPy and the seed's per-sample loop.
 
 One command runs every framework on the same recipes, the same data and the
 same initial weights (where the framework lets us set them), with the same
@@ -31,7 +31,9 @@ How it measures
   that GEMM FLOP rate a whole training epoch achieves.
 
 PyTorch and scikit-learn are only needed here (``pip install -e .[bench]``);
-a framework that is not installed is skipped and said so.
+a framework that is not installed is skipped and said so.  "plain" is a
+textbook vectorised NumPy loop (``plain_numpy.py``) and "seed" the seed's
+per-sample loop (``seed_network.py``), both re-implemented here as yardsticks.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = HERE / "RESULTS.md"
-FRAMEWORKS = ("digitnet", "torch", "sklearn", "seed")
+FRAMEWORKS = ("digitnet", "plain", "torch", "sklearn", "seed")
 MARK_BEGIN, MARK_END = "<!-- bench:{tag}:begin -->", "<!-- bench:{tag}:end -->"
 PROFILE_BEGIN, PROFILE_END = "<!-- profile:begin -->", "<!-- profile:end -->"
 
@@ -83,11 +85,11 @@ class Recipe:
 
 RECIPES = {
     "nielsen": Recipe("nielsen", (784, 30, 10), "sigmoid", "sigmoid", "quadratic", "normal",
-                      "sgd", 3.0, 10, 30, ("digitnet", "torch", "seed")),
+                      "sgd", 3.0, 10, 30, ("digitnet", "plain", "torch", "seed")),
     "adam256": Recipe("adam256", (784, 256, 10), "relu", "softmax", "cross_entropy", "he",
-                      "adam", 1e-3, 128, 10, ("digitnet", "torch", "sklearn")),
+                      "adam", 1e-3, 128, 10, ("digitnet", "plain", "torch", "sklearn")),
     "momentum800": Recipe("momentum800", (784, 800, 10), "relu", "softmax", "cross_entropy", "he",
-                          "momentum", 0.05, 128, 10, ("digitnet", "torch", "sklearn")),
+                          "momentum", 0.05, 128, 10, ("digitnet", "plain", "torch", "sklearn")),
 }
 
 
@@ -372,7 +374,26 @@ def _run_seed(recipe, X, y, X_test, y_test, init_params, epochs, threads):
     return seconds, cpu, accuracy, time.perf_counter() - t0, peak, {"dtype": "float64"}
 
 
-RUNNERS = {"digitnet": _run_digitnet, "torch": _run_torch, "sklearn": _run_sklearn, "seed": _run_seed}
+def _run_plain(recipe, X, y, X_test, y_test, init_params, epochs, threads):
+    import numpy as np
+
+    sys.path.insert(0, str(HERE))
+    from plain_numpy import PlainMLP, train
+
+    net = PlainMLP(recipe.sizes, recipe.hidden, recipe.output, init_params)
+    seconds, cpu = train(net, X, y, recipe.sizes[-1], recipe.optimizer, recipe.lr, recipe.batch_size, epochs)
+    peak = _status_kb("VmHWM")
+    accuracy = float(np.mean(net.forward(X_test)[-1].argmax(axis=1) == y_test))
+    predict = []
+    for _ in range(7):
+        t = time.perf_counter()
+        net.forward(X_test)[-1].argmax(axis=1)
+        predict.append(time.perf_counter() - t)
+    return seconds, cpu, accuracy, statistics.median(predict), peak, {"dtype": str(X.dtype)}
+
+
+RUNNERS = {"digitnet": _run_digitnet, "plain": _run_plain, "torch": _run_torch, "sklearn": _run_sklearn,
+           "seed": _run_seed}
 
 
 def worker(spec: dict) -> dict:
@@ -529,6 +550,7 @@ def render(rows, recipes, info) -> str:
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in recipe_rows:
             name = {"seed": "seed's per-sample loop", "torch": "PyTorch", "sklearn": "scikit-learn",
+                    "plain": "plain NumPy loop",
                     "baseline": f"digitnet baseline ({info.get('baseline', '')})"}.get(
                 r["framework"], r["framework"])
             if "error" in r:
@@ -590,6 +612,50 @@ def run_best(threads: int, timeout: float) -> dict:
         return out
 
 
+def run_pairs(args, recipes) -> int:
+    """Paired runs: the baseline engine and the current one back to back, N times per recipe.
+
+    Each run trains 2 epochs in its own subprocess and the second epoch is
+    timed; the order within a pair alternates.  The median of the per-pair
+    ratios (baseline ÷ current; above 1 = the current engine is faster) is
+    robust to the machine's load drifting between pairs.
+    """
+    started, load_before = time.perf_counter(), load_average()
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="digitnet-pairs-") as tmp:
+        prepare_data(Path(tmp), args.train_size, args.test_size, recipes)
+        for recipe in recipes:
+            ratios = []
+            for i in range(args.pairs):
+                seconds = {}
+                for fw in (("baseline", "digitnet") if i % 2 == 0 else ("digitnet", "baseline")):
+                    spec = {"framework": fw, "recipe": recipe.name, "epochs": 2, "repetition": i,
+                            "threads": args.threads, "data_dir": tmp,
+                            "baseline_src": str(args.baseline_src.resolve())}
+                    result = run_worker(spec, args.threads, args.timeout)
+                    if "error" in result:
+                        print(f"{recipe.name} {fw}: failed: {result['error']}")
+                        return 1
+                    seconds[fw] = result["seconds"][-1]
+                ratios.append(seconds["baseline"] / seconds["digitnet"])
+                print(f"{recipe.name:12s} pair {i + 1}/{args.pairs}: baseline {seconds['baseline']:.3f} s, "
+                      f"current {seconds['digitnet']:.3f} s, ratio {ratios[-1]:.2f}", flush=True)
+            lines.append(f"| `{recipe.name}` | **{statistics.median(ratios):.2f}×** "
+                         f"({min(ratios):.2f}–{max(ratios):.2f}) |")
+    tag = f"pairs-{args.threads}"
+    body = "\n".join([
+        MARK_BEGIN.format(tag=tag),
+        f"_Written by `python benchmarks/bench.py {' '.join(sys.argv[1:])}` on "
+        f"{datetime.date.today().isoformat()}; {args.threads} thread(s), {args.pairs} pairs per recipe; "
+        f"baseline: `{args.baseline_src.resolve().name}`; load average {load_before} before, "
+        f"{load_average()} after; {(time.perf_counter() - started) / 60:.1f} min._", "",
+        "| recipe | baseline ÷ current, median (range) |", "|---|---:|", *lines,
+        MARK_END.format(tag=tag)])
+    write_section(args.output, MARK_BEGIN.format(tag=tag), MARK_END.format(tag=tag), body)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 repetition, 2 epochs per run")
@@ -618,6 +684,10 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline-src", type=Path, default=None,
                         help="also run the digitnet found in this folder (e.g. an older checkout's src/), "
                              "as the framework 'baseline'")
+    parser.add_argument("--pairs", type=int, default=None, metavar="N",
+                        help="with --baseline-src: instead of the tables, N paired runs (baseline and "
+                             "current back to back, 2 epochs each, the second timed) per recipe, "
+                             "reported as the median of the per-pair ratios")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -633,6 +703,10 @@ def main(argv=None) -> int:
         return profile_main(args)
 
     recipes = [RECIPES[name] for name in args.recipes.split(",") if name]
+    if args.pairs:
+        if not args.baseline_src:
+            parser.error("--pairs compares with --baseline-src DIR")
+        return run_pairs(args, recipes)
     wanted = [fw for fw in args.frameworks.split(",") if fw]
     unknown = set(wanted) - set(FRAMEWORKS)
     if unknown:

@@ -159,12 +159,13 @@ def render(results: dict, info: dict) -> str:
     lines = ["<!-- profile:begin -->",
              f"_Written by `python benchmarks/bench.py --profile` on {info['date']}; {info['threads']} thread(s); "
              f"load average {info['load']}._", "",
-             "Median µs per training step (steps of one epoch slice), stage by stage:", "",
+             "µs per training step, stage by stage (medians over the steps of one epoch slice; "
+             "gather and epoch loss spread evenly), and the real `fit`'s step (its fastest epoch ÷ steps):", "",
              "| stage | " + " | ".join(f"{n} (batch {results[n]['batch']})" for n in names) + " |",
              "|---|" + "---:|" * len(names)]
     for stage in STAGES:
         lines.append(f"| {stage} | " + " | ".join(f"{results[n]['stages'][stage]:.1f}" for n in names) + " |")
-    lines.append("| **real step (fit, median)** | " + " | ".join(f"**{results[n]['real_step_us']:.1f}**"
+    lines.append("| **real step (fit)** | " + " | ".join(f"**{results[n]['real_step_us']:.1f}**"
                                                                  for n in names) + " |")
     lines.append("| GEMM share | " + " | ".join(f"{100 * results[n]['gemm_us'] / results[n]['real_step_us']:.0f}%"
                                                 for n in names) + " |")

@@ -6,6 +6,7 @@ PyTorch and scikit-learn take part only where they are installed (the
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,7 @@ def test_quick_benchmark_writes_a_results_table(tmp_path):
 
     runs = json.loads(raw.read_text())["runs"]
     expected = {("nielsen", "digitnet"), ("nielsen", "seed"), ("adam256", "digitnet"), ("momentum800", "digitnet")}
+    expected |= {(r, "plain") for r in ("nielsen", "adam256", "momentum800")}
     if _installed("torch"):
         expected |= {(r, "torch") for r in ("nielsen", "adam256", "momentum800")}
     else:
@@ -76,3 +78,38 @@ def test_the_seed_loop_matches_digitnet_on_one_mini_batch():
     for W, b, W_seed, b_seed in zip(net.weights, net.biases, seed.weights, seed.biases):
         np.testing.assert_allclose(W, W_seed, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(b, b_seed[:, 0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_paired_runs_write_their_table(tmp_path):
+    """``--pairs`` (old engine against new, back to back) on tiny data: this tree against itself."""
+    output = tmp_path / "RESULTS.md"
+    cmd = [sys.executable, str(BENCH), "--pairs", "2", "--recipes", "nielsen", "--train-size", "600",
+           "--test-size", "200", "--threads", "1", "--baseline-src", str(ROOT / "src"),
+           "--output", str(output)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = output.read_text()
+    assert "<!-- bench:pairs-1:begin -->" in text and "<!-- bench:pairs-1:end -->" in text
+    row = next(line for line in text.splitlines() if line.startswith("| `nielsen` |"))
+    assert re.search(r"\*\*\d+\.\d\d×\*\* \(\d+\.\d\d–\d+\.\d\d\)", row), row
+    assert proc.stdout.count("pair ") == 2
+
+
+@pytest.mark.parametrize("hidden, output, loss", [("sigmoid", "sigmoid", "quadratic"),
+                                                  ("relu", "softmax", "cross_entropy")])
+def test_the_plain_numpy_yardstick_computes_digitnets_gradients(hidden, output, loss):
+    """The benchmark's plain loop must do the same arithmetic, or its timing compares nothing."""
+    from digitnet import Network
+    from plain_numpy import PlainMLP
+
+    rng = np.random.default_rng(2)
+    X, y = rng.random((8, 6)), rng.integers(0, 3, 8)
+    net = Network([6, 5, 3], activation=hidden, output=output, loss=loss, dtype=np.float64, seed=4)
+    plain = PlainMLP([6, 5, 3], hidden, output, net.params)
+    loss_value, grads = net.backward(X, y)
+    plain_loss, plain_grads = plain.gradients(X, np.eye(3)[y])
+    assert plain_loss == pytest.approx(loss_value, rel=1e-12)
+    for (dW, db), (pW, pb) in zip(grads, plain_grads):
+        np.testing.assert_allclose(pW, dW, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(pb, db, rtol=1e-10, atol=1e-14)

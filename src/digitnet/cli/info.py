@@ -33,7 +33,8 @@ def _recipe_lines(recipe: dict) -> list[str]:
     lines.append(f"  optimizer {recipe.get('optimizer')}, lr {recipe.get('lr')}, "
                  f"batch {'full' if batch is None else batch}, {recipe.get('epochs')} epochs, "
                  f"l2 {recipe.get('l2')}, schedule {recipe.get('schedule') or 'constant'}, "
-                 f"split {recipe.get('split')}")
+                 f"split {recipe.get('split')}"
+                 + (f", random shifts ≤ {recipe['shift']} px" if recipe.get("shift") else ""))
     overrides = recipe.get("overrides") or {}
     if overrides:
         lines.append("  changed from the preset: "
