@@ -289,7 +289,7 @@ def test_divergence_is_one_line_and_writes_no_model(cli_env, tmp_path):
     (["--preset", "xor", "--data", "mnist"], ["xor", "--data"]),
     (["--layers", "100,10"], ["784 features", "100 units"]),
     (["--shift", "-1"], ["--shift", "0 to 8"]),
-    (["--preset", "xor", "--shift", "1"], ["square images", "3 values"]),
+    (["--preset", "xor", "--shift", "1"], ["not square images", "--shift 0"]),
 ])
 def test_train_rejects_nonsense(cli_env, tmp_path, flags, fragments):
     proc = digitnet(cli_env, "train", "--subset", "100", "--epochs", "1", *flags, cwd=tmp_path)

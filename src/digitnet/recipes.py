@@ -490,6 +490,10 @@ def train_recipe(preset_or_name=DEFAULT_PRESET, *, data=None, seed=0, epochs=Non
     if X_train.shape[1] != preset.sizes[0]:
         raise DataError(f"the data has {X_train.shape[1]} features per sample but the network's "
                         f"input layer has {preset.sizes[0]} units")
+    if preset.shift and math.isqrt(X_train.shape[1]) ** 2 != X_train.shape[1]:
+        raise DataError(f"the recipe shifts its training images at random (shift {preset.shift}), but "
+                        f"rows of {X_train.shape[1]} values are not square images: train without "
+                        "shifts (--shift 0)")
 
     recipe = {**preset.to_dict(), "overrides": dict(overrides or {}), "seed": seed,
               "data": str(data), "subset": subset}
