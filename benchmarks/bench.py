@@ -210,6 +210,16 @@ def _epoch_flops(sizes, n):
     return sum(2 * n * i * o * (3 if l > 0 else 2) for l, (i, o) in enumerate(shapes))
 
 
+def _median_seconds(fn, repeats=7):
+    """Median wall time of ``repeats`` calls of ``fn()`` (prediction timings)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def _run_digitnet(recipe, X, y, X_test, y_test, init_params, epochs, threads):
     import numpy as np
 
@@ -234,16 +244,12 @@ def _run_digitnet(recipe, X, y, X_test, y_test, init_params, epochs, threads):
                       lr=recipe.lr, seed=0, callbacks=[clock])
     peak = _status_kb("VmHWM")
     accuracy = float(np.mean(net.predict(X_test) == y_test))
-    predict = []
-    for _ in range(7):
-        t = time.perf_counter()
-        net.predict(X_test)
-        predict.append(time.perf_counter() - t)
+    predict = _median_seconds(lambda: net.predict(X_test))
     extra = {"dtype": net.dtype.name}
     if recipe.batch_size >= 64:
         seconds, flops = _gemm_roofline(recipe.sizes, recipe.batch_size, net.dtype)
         extra["gemm_gflops"] = flops / seconds / 1e9
-    return history["seconds"], clock.cpu, accuracy, statistics.median(predict), peak, extra
+    return history["seconds"], clock.cpu, accuracy, predict, peak, extra
 
 
 def _run_torch(recipe, X, y, X_test, y_test, init_params, epochs, threads):
@@ -304,12 +310,8 @@ def _run_torch(recipe, X, y, X_test, y_test, init_params, epochs, threads):
     X_test_t = torch.from_numpy(X_test)
     with torch.no_grad():
         accuracy = float((model(X_test_t).argmax(1).numpy() == y_test).mean())
-        predict = []
-        for _ in range(7):
-            t0 = time.perf_counter()
-            model(X_test_t).argmax(1)
-            predict.append(time.perf_counter() - t0)
-    return seconds, cpu, accuracy, statistics.median(predict), peak, {"dtype": str(X_t.dtype).replace("torch.", "")}
+        predict = _median_seconds(lambda: model(X_test_t).argmax(1))
+    return seconds, cpu, accuracy, predict, peak, {"dtype": str(X_t.dtype).replace("torch.", "")}
 
 
 def _run_sklearn(recipe, X, y, X_test, y_test, init_params, epochs, threads):
@@ -338,12 +340,8 @@ def _run_sklearn(recipe, X, y, X_test, y_test, init_params, epochs, threads):
             cpu.append(time.process_time() - c)
     peak = _status_kb("VmHWM")
     accuracy = float(np.mean(model.predict(X_test) == y_test))
-    predict = []
-    for _ in range(7):
-        t0 = time.perf_counter()
-        model.predict(X_test)
-        predict.append(time.perf_counter() - t0)
-    return seconds, cpu, accuracy, statistics.median(predict), peak, {"dtype": model.coefs_[0].dtype.name}
+    predict = _median_seconds(lambda: model.predict(X_test))
+    return seconds, cpu, accuracy, predict, peak, {"dtype": model.coefs_[0].dtype.name}
 
 
 def _run_seed(recipe, X, y, X_test, y_test, init_params, epochs, threads):
@@ -384,12 +382,8 @@ def _run_plain(recipe, X, y, X_test, y_test, init_params, epochs, threads):
     seconds, cpu = train(net, X, y, recipe.sizes[-1], recipe.optimizer, recipe.lr, recipe.batch_size, epochs)
     peak = _status_kb("VmHWM")
     accuracy = float(np.mean(net.forward(X_test)[-1].argmax(axis=1) == y_test))
-    predict = []
-    for _ in range(7):
-        t = time.perf_counter()
-        net.forward(X_test)[-1].argmax(axis=1)
-        predict.append(time.perf_counter() - t)
-    return seconds, cpu, accuracy, statistics.median(predict), peak, {"dtype": str(X.dtype)}
+    predict = _median_seconds(lambda: net.forward(X_test)[-1].argmax(axis=1))
+    return seconds, cpu, accuracy, predict, peak, {"dtype": str(X.dtype)}
 
 
 RUNNERS = {"digitnet": _run_digitnet, "plain": _run_plain, "torch": _run_torch, "sklearn": _run_sklearn,

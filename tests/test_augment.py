@@ -59,10 +59,13 @@ def test_a_zero_shift_changes_nothing():
     assert get_augment(0) is None and get_augment(None) is None
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, "1", True])
-def test_bad_shifts_are_refused(bad):
-    with pytest.raises(DigitnetError):
-        get_augment(bad) if not isinstance(bad, int) or isinstance(bad, bool) else RandomShift(bad)
+@pytest.mark.parametrize("bad, message", [(-1, "whole number of pixels"), (1.5, "augment must be"),
+                                          ("1", "augment must be"), (True, "augment must be")])
+def test_bad_shifts_are_refused(bad, message):
+    with pytest.raises(DigitnetError, match=message):
+        get_augment(bad)
+    with pytest.raises(DigitnetError, match="image_shape"):
+        RandomShift(1, image_shape=(0, 4))
 
 
 def _digits(n=200, seed=0):
