@@ -308,7 +308,7 @@ class _TwoArgumentSigmoid(Sigmoid):
 @pytest.mark.parametrize("out, loss, kind", PAIRS + [(_TwoArgumentSigmoid(), "quadratic", "values")])
 @pytest.mark.parametrize("scale", [1.0, 0.37])
 def test_the_training_step_gives_scale_times_the_gradient(out, loss, kind, scale):
-    """fit's step (preallocated buffers, δ_L scaled by the optimiser's factor) equals
+    """fit's step (backprop with δ_L scaled by the optimiser's factor) equals
     ``scale`` × ``backward``'s gradient, and returns the output layer's z."""
     rng = np.random.default_rng(7)
     n, sizes = 6, [5, 4, 3, 3]
@@ -318,10 +318,9 @@ def test_the_training_step_gives_scale_times_the_gradient(out, loss, kind, scale
     y = _targets(kind, rng, n, sizes[-1])
     _, expected = net.backward(X, y, l2=0.8, n_train=20)
     Y, _ = net.check_targets(y, n)
-    buffers = net._step_buffers(n)
-    for _ in range(2):  # the second step reuses the buffers the first one wrote
-        loss_value, z_out = net._backprop(X, Y, 0.8 / 20, buffers, scale)
-        assert loss_value is None
+    X = net.check_inputs(X)
+    for _ in range(2):  # the second step reuses the work arrays the first one wrote
+        z_out = net.backprop(X, Y, 0.8 / 20, scale)
         np.testing.assert_allclose(z_out, _pre_activations(net, X)[-1], rtol=1e-12)
         for (gW, gb), (dW, db) in zip(zip(net.grad_weights, net.grad_biases), expected):
             np.testing.assert_allclose(gW, scale * dW, rtol=1e-10, atol=1e-14)

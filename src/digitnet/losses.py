@@ -69,7 +69,7 @@ class Loss:
         already scaled at the cost of one small array (see
         :meth:`digitnet.optimizers.Optimizer.gradient_scale`).
         """
-        if activation.name == self.fused_with:
+        if activation.name == self.fused_with and type(self).delta is Loss.delta:
             d_loss__d_z = np.subtract(a, y, out=out)          # (a − y)
             d_loss__d_z *= scale / a.shape[0]                # · scale/n
             return d_loss__d_z
@@ -99,7 +99,10 @@ class Quadratic(Loss):
 
     def scaled_delta(self, activation, a, y, scale, out):
         # The same (a − y)/n as gradient(), made in the step's buffer, scaled,
-        # then through the activation's derivative in place.
+        # then through the activation's derivative in place (unless a subclass
+        # has a gradient of its own, which must then be the one used).
+        if type(self).gradient is not Quadratic.gradient:
+            return super().scaled_delta(activation, a, y, scale, out)
         d_loss__d_a = np.subtract(a, y, out=out)
         d_loss__d_a *= scale / a.shape[0]
         if supports_out(activation)[1]:

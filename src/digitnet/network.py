@@ -1,46 +1,60 @@
-"""The multilayer perceptron: dense layers, forward pass, backpropagation.
+"""The multilayer perceptron: dense layers, the forward pass, backpropagation.
 
-Notation (the seed material's, batch-first):
+Read it beside Nielsen's chapter 2 (``feedforward``, ``backprop``,
+``update_mini_batch`` carry his names) or Raschka's ``NeuralNetMLP``; the
+guide (docs/guide.md) ties each equation of the seed texts to its lines.
 
-* ``X`` is ``(n_samples, n_features)``; one row per sample.
-* Layer ``l`` has weights ``W[l]`` of shape ``(n_out, n_in)`` and biases
-  ``b[l]`` of shape ``(n_out,)``.  It computes, for the whole batch at once,
-  ``z = a_prev · Wᵀ + b`` (``(n, n_in) @ (n_in, n_out) -> (n, n_out)``) and
-  ``a = f(z)``.
-* Backpropagation starts from ``δ_L = ∂loss/∂z_L`` (the loss object's
-  ``delta``) and walks back with the chain rule:
+Notation, batch-first (one row per sample, as in Raschka's code; Nielsen and
+Zhang write one *column* per sample, which is the same math transposed):
 
-  - ``∂loss/∂W[l] = δ_lᵀ · a_{l−1}``   ``(n_out, n) @ (n, n_in) -> (n_out, n_in)``
-  - ``∂loss/∂b[l] = Σ_samples δ_l``     ``(n_out,)``
-  - ``∂loss/∂a_{l−1} = δ_l · W[l]``     ``(n, n_out) @ (n_out, n_in) -> (n, n_in)``
-  - ``δ_{l−1} = f'_{l−1} applied to ∂loss/∂a_{l−1}`` (the activation's ``backward``)
+* ``X`` is ``(n, n_inputs)``; ``a_0 = X``.
+* Layer ``l`` (1-based in the math, 0-based in the lists) has weights
+  ``W_l`` ``(n_out, n_in)`` and biases ``b_l`` ``(n_out,)``, and computes, for
+  the whole batch at once,
 
-Every weight and bias lives in one flat buffer ``params`` (and every
-gradient in ``grads``), with ``weights[l]``/``biases[l]`` as reshaped views.
-That lets an optimiser update the whole network with a few array operations
-and makes saving, copying and gradient checking trivial.
+      z_l = a_{l−1} · W_lᵀ + b_l      (n, n_in) @ (n_in, n_out) -> (n, n_out)
+      a_l = f_l(z_l)
+
+* Backpropagation starts from the output error ``δ_L = ∂C/∂z_L`` (the loss
+  object's ``delta``; ``(a_L − y)/n`` for softmax + cross-entropy) and walks
+  back with the chain rule (Nielsen's BP1–BP4):
+
+      ∂C/∂W_l     = δ_lᵀ · a_{l−1}           (n_out, n) @ (n, n_in) -> (n_out, n_in)   BP4
+      ∂C/∂b_l     = Σ_samples δ_l = 1ᵀ · δ_l  (n,) @ (n, n_out) -> (n_out,)            BP3
+      ∂C/∂a_{l−1} = δ_l · W_l                (n, n_out) @ (n_out, n_in) -> (n, n_in)
+      δ_{l−1}     = ∂C/∂a_{l−1} ⊙ f′(z_{l−1})   (the activation's ``backward``)        BP2
+
+Every weight and bias lives in one flat array ``params`` (every gradient in
+``grads``), with ``weights[l]`` and ``biases[l]`` as reshaped views of it.
+An optimiser then updates the whole network with a few array operations, and
+saving, copying and gradient checking are one array each.
+
+Every pass writes into work arrays allocated once per batch size (see
+:class:`WorkArrays`), so the math below has a single path whether it trains,
+predicts or checks gradients.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 
 from .activations import Activation, get_activation, supports_out
-from .errors import DataError, DigitnetError
+from .errors import DigitnetError
 from .initializers import default_initializer, initialize, resolve_initializer
+from .inputs import as_inputs, as_targets
 from .losses import Loss, get_loss
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
-
-
-def _as_dtype(dtype) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt is None or dt.name not in _DTYPES:
-        raise DigitnetError(f"dtype must be float32 or float64, got {dtype!r}")
-    return dt
+# Rows per forward pass when predicting or evaluating: large enough for
+# efficient matrix products, small enough that the work arrays of a wide
+# network stay a few tens of MB.
+_ROWS_PER_PASS = 8192
+# Work arrays are kept for this many batch sizes (a training run uses two:
+# the batch and the epoch's last, shorter one; evaluation two more).
+_CACHED_BATCH_SIZES = 6
 
 
 class Network:
@@ -74,34 +88,13 @@ class Network:
 
     def __init__(self, sizes, activation="relu", output="softmax", loss="cross_entropy",
                  init=None, *, activations=None, dtype=np.float32, seed=None):
-        self.sizes = self._check_sizes(sizes)
-        n_layers = len(self.sizes) - 1
-        if activations is None:
-            activations = [activation] * (n_layers - 1) + [output]
-        if not isinstance(activations, (list, tuple)) or len(activations) != n_layers:
-            raise DigitnetError(
-                f"activations must list one name per layer ({n_layers}), got {activations!r}")
-        self.activations: list[Activation] = [get_activation(a) for a in activations]
+        self.sizes = _check_sizes(sizes)
+        self.activations: list[Activation] = self._resolve_activations(activations, activation, output)
         self.loss: Loss = get_loss(loss)
         self.dtype = _as_dtype(dtype)
         self._check_output_and_loss()
-
-        if init is None or isinstance(init, str):
-            init = [init] * n_layers
-        if not isinstance(init, (list, tuple)) or len(init) != n_layers:
-            raise DigitnetError(f"init must be one name or one per layer ({n_layers}), got {init!r}")
-        self.init = [resolve_initializer(name) if name is not None
-                     else default_initializer(act.name)
-                     for name, act in zip(init, self.activations)]
-        if seed is not None:
-            try:
-                seed = int(seed)
-            except (TypeError, ValueError):
-                raise DigitnetError(f"seed must be an integer, got {seed!r}") from None
-            if seed < 0:
-                raise DigitnetError(f"seed must be ≥ 0, got {seed}")
-        self.seed = seed
-
+        self.init = self._resolve_init(init)
+        self.seed = _check_seed(seed)
         #: free-form description kept with saved models (recipe, preprocessing, history)
         self.metadata: dict = {}
         self._allocate()
@@ -111,25 +104,211 @@ class Network:
             self.weights[l][...] = W
             self.biases[l][...] = b
 
-    # -- construction helpers ---------------------------------------------------
-    @staticmethod
-    def _check_sizes(sizes):
-        try:
-            if isinstance(sizes, str):  # "78" would otherwise become [7, 8]
-                raise TypeError
-            ints = [int(s) for s in sizes]
-            # int() truncates silently: 2.5 units must be an error, not 2
-            if any(isinstance(s, (float, np.floating)) and s != i for s, i in zip(sizes, ints)):
-                raise ValueError
-            sizes = ints
-        except (TypeError, ValueError):
-            raise DigitnetError(f"sizes must be a list of integers like [784, 30, 10], got {sizes!r}") from None
-        if len(sizes) < 2:
+    # =========================================================================
+    # The math: the forward pass, backpropagation, one step of gradient descent
+    # =========================================================================
+
+    def feedforward(self, X) -> np.ndarray:
+        """The network's output ``a_L`` ``(n, n_outputs)`` for inputs ``X`` ``(n, n_inputs)``.
+
+        Class probabilities for a softmax output.  Checks ``X`` first, then
+        runs :meth:`_forward` over it ``_ROWS_PER_PASS`` rows at a time.
+        This is the one forward pass: ``predict_proba``, ``predict``,
+        ``evaluate`` and ``forward`` all come here or to ``_forward``.
+        """
+        return self._feedforward_checked(self.check_inputs(X), _ROWS_PER_PASS)
+
+    def _forward(self, X: np.ndarray) -> list[np.ndarray]:
+        """Activations ``[a_0 = X, a_1, …, a_L]`` of a checked batch ``X`` ``(n, n_inputs)``.
+
+        They are views of the work arrays for ``n`` rows, so the next pass
+        over as many rows overwrites them; ``work.z[-1]`` keeps the output
+        layer's ``z_L``, which the fused losses need.
+        """
+        work = self._work_arrays(len(X))
+        a = X
+        activations = [X]
+        for l, (W, b, f) in enumerate(zip(self.weights, self.biases, self.activations)):
+            z = np.matmul(a, W.T, out=work.z[l])         # (n, n_in) @ (n_in, n_out) -> (n, n_out)
+            z += b                                         # the bias, broadcast over the batch
+            # a_l = f(z_l).  A hidden layer's a_l overwrites its z_l: backprop
+            # needs only a_l (every f′ here is written in terms of f's output).
+            a = f.forward(z, out=work.a[l]) if work.forward_in_place[l] else f.forward(z)
+            activations.append(a)
+        return activations
+
+    def backprop(self, X: np.ndarray, Y: np.ndarray, l2_coef: float = 0.0,
+                 scale: float = 1.0) -> np.ndarray:
+        """Gradient of the batch's loss, written into ``grad_weights`` and ``grad_biases``.
+
+        ``X`` ``(n, n_inputs)`` and ``Y`` ``(n, n_outputs)`` are checked
+        arrays of the network's dtype (see :meth:`check_inputs`,
+        :meth:`check_targets`).  ``l2_coef`` is λ/n_train: the L2 penalty
+        (λ/2n)·Σ‖W‖² adds (λ/n)·W to each weight gradient.  The result is
+        ``scale`` × the gradient (see :meth:`update_mini_batch` for why).
+
+        Returns the output layer's ``z_L`` ``(n, n_outputs)``, a view of a
+        work array that the next pass over ``n`` rows overwrites.
+        """
+        activations = self._forward(X)
+        work = self._work_arrays(len(X))
+        # BP1, the output error: δ_L = ∂C/∂z_L (times scale), (n, n_outputs)
+        delta = self.loss.scaled_delta(self.activations[-1], activations[-1], Y, scale, work.delta_out)
+        for l in range(self.n_layers - 1, -1, -1):
+            a_prev = activations[l]
+            # BP4: ∂C/∂W_l = δ_lᵀ · a_{l−1}     (n_out, n) @ (n, n_in) -> (n_out, n_in)
+            np.matmul(delta.T, a_prev, out=self.grad_weights[l])
+            # BP3: ∂C/∂b_l = Σ over samples of δ_l, as 1ᵀ·δ_l   (n,) @ (n, n_out) -> (n_out,)
+            np.matmul(work.ones, delta, out=self.grad_biases[l])
+            if l > 0:  # the inputs' own gradient is never needed
+                # ∂C/∂a_{l−1} = δ_l · W_l        (n, n_out) @ (n_out, n_in) -> (n, n_in)
+                d_loss__d_a_prev = np.matmul(delta, self.weights[l], out=work.d_a[l - 1])
+                # BP2: δ_{l−1} = ∂C/∂a_{l−1} ⊙ f′(z_{l−1}), in place where f allows it
+                f = self.activations[l - 1]
+                delta = (f.backward(a_prev, d_loss__d_a_prev, out=d_loss__d_a_prev)
+                         if work.backward_in_place[l - 1] else f.backward(a_prev, d_loss__d_a_prev))
+        if l2_coef:
+            for W, d_W, decay in zip(self.weights, self.grad_weights, work.decay):
+                d_W += np.multiply(W, l2_coef * scale, out=decay)   # ∂/∂W of (λ/2n)·‖W‖² = (λ/n)·W
+        return work.z[-1]
+
+    def update_mini_batch(self, X: np.ndarray, Y: np.ndarray, optimizer, l2_coef: float = 0.0
+                          ) -> np.ndarray:
+        """One step of gradient descent on a mini-batch: backprop, then the optimiser's update.
+
+        For plain SGD this is Nielsen's w → w − (η/m)·Σ∇C_x (the 1/m is in
+        the loss's mean).  ``X``, ``Y`` and ``l2_coef`` are as in
+        :meth:`backprop`; ``optimizer`` is a :mod:`digitnet.optimizers`
+        object.  Returns ``z_L`` (for the epoch's loss and accuracy).
+
+        Why a ``scale``: backprop is linear in δ_L, so the optimiser's factor
+        (η for SGD and momentum, 1 − β₁ for Adam) can be applied to that one
+        ``(n, n_outputs)`` array instead of to the whole gradient afterwards,
+        which saves one pass over every parameter per step (measured: 4–11%
+        of the step for the seed recipes, benchmarks/RESULTS.md).  An
+        optimiser that overrides only ``update`` gets the plain gradient.
+        """
+        if optimizer.takes_scaled_gradients():
+            z_out = self.backprop(X, Y, l2_coef, scale=optimizer.gradient_scale())
+            optimizer.update_scaled(self.params, self.grads)   # θ ← θ − (η·∇), η·∇ ready-made
+        else:
+            z_out = self.backprop(X, Y, l2_coef)
+            optimizer.update(self.params, self.grads)
+        return z_out
+
+    # =========================================================================
+    # Using the network: predictions, evaluation, gradients for a batch
+    # =========================================================================
+
+    def predict_proba(self, X, batch_size: int = _ROWS_PER_PASS) -> np.ndarray:
+        """Output activations ``(n, n_outputs)`` (class probabilities for softmax): :meth:`feedforward`."""
+        return self._feedforward_checked(self.check_inputs(X), _check_batch_size(batch_size))
+
+    def predict(self, X, batch_size: int = _ROWS_PER_PASS) -> np.ndarray:
+        """Predicted class per sample ``(n,)`` int64 (argmax; threshold 0.5 for one output)."""
+        return self.labels_from_outputs(self.predict_proba(X, batch_size))
+
+    def forward(self, X) -> list[np.ndarray]:
+        """Every layer's activations for a batch: ``[X, a_1, …, a_L]``, each ``(n, sizes[l])`` (copies)."""
+        return [np.array(a) for a in self._forward(self.check_inputs(X))]
+
+    def evaluate(self, X, y, batch_size: int = _ROWS_PER_PASS) -> tuple[float, float]:
+        """Mean loss and accuracy (fraction correct) on a data set."""
+        X = self.check_inputs(X)
+        Y, labels = self.check_targets(y, len(X))
+        batch_size = _check_batch_size(batch_size)
+        total, correct = 0.0, 0
+        for start in range(0, len(X), batch_size):
+            stop = start + batch_size
+            a_out = self._forward(X[start:stop])[-1]
+            z_out = self._work_arrays(len(a_out)).z[-1]
+            total += self.loss_of_outputs(a_out, Y[start:stop], z_out) * len(a_out)
+            correct += int(np.count_nonzero(self.labels_from_outputs(a_out) == labels[start:stop]))
+        return total / len(X), correct / len(X)
+
+    def backward(self, X, y, l2: float = 0.0, n_train: int | None = None):
+        """Loss and every gradient for a batch.
+
+        Returns ``(loss, gradients)`` where ``gradients`` is a list with one
+        ``(dW (n_out, n_in), db (n_out,))`` pair per layer (copies).  With
+        ``l2`` = λ > 0 the loss includes Nielsen's (λ/2n)·Σ‖W‖², ``n`` being
+        ``n_train`` (default: the batch size).
+        """
+        X = self.check_inputs(X)
+        Y, _ = self.check_targets(y, len(X))
+        l2_coef = float(l2) / (n_train or len(X))
+        z_out = self.backprop(X, Y, l2_coef)
+        a_out = self.activations[-1].forward(np.array(z_out))
+        loss = self.loss_of_outputs(a_out, Y, z_out) + self.l2_penalty(l2_coef)
+        return loss, [(gW.copy(), gb.copy()) for gW, gb in zip(self.grad_weights, self.grad_biases)]
+
+    def loss_value(self, X, y, l2: float = 0.0, n_train: int | None = None) -> float:
+        """The mean loss (plus the L2 penalty, if asked) without computing gradients."""
+        X = self.check_inputs(X)
+        Y, _ = self.check_targets(y, len(X))
+        a_out = self._forward(X)[-1]
+        loss = self.loss_of_outputs(a_out, Y, self._work_arrays(len(X)).z[-1])
+        return loss + self.l2_penalty(float(l2) / (n_train or len(X)))
+
+    def loss_of_outputs(self, a_out, Y, z_out) -> float:
+        """The mean loss of outputs ``a_out`` for targets ``Y`` (both ``(n, n_outputs)``).
+
+        ``z_out`` (the output layer's pre-activation) is used by the losses
+        that fuse with the output activation (softmax + cross-entropy,
+        sigmoid + binary cross-entropy), which then work in log space.
+        """
+        fused = self.activations[-1].name == self.loss.fused_with
+        return self.loss.value(a_out, Y, z_out if fused else None)
+
+    def labels_from_outputs(self, a_out) -> np.ndarray:
+        """The class of each row of outputs ``(n, n_outputs)``: argmax, or ``> 0.5`` for one output."""
+        if a_out.shape[1] == 1:
+            return (a_out[:, 0] > 0.5).astype(np.int64)
+        return a_out.argmax(axis=1)
+
+    def l2_penalty(self, l2_coef: float) -> float:
+        """(λ/2n)·Σ‖W‖² for ``l2_coef`` = λ/n (biases are not decayed)."""
+        return 0.5 * l2_coef * float(sum(np.sum(W * W, dtype=np.float64) for W in self.weights))
+
+    def fit(self, X, y, **kwargs):
+        """Train with gradient descent; see :func:`digitnet.training.fit` for the options."""
+        from .training import fit
+
+        return fit(self, X, y, **kwargs)
+
+    # =========================================================================
+    # Input checks (the functions themselves are in digitnet.inputs)
+    # =========================================================================
+
+    def check_inputs(self, X, name="X") -> np.ndarray:
+        """``X`` as a C-contiguous ``(n_samples, sizes[0])`` array of the network's dtype."""
+        return as_inputs(X, self.sizes[0], self.dtype, name)
+
+    def check_targets(self, y, n_samples: int, name="y"):
+        """Labels ``(n,)`` or targets ``(n, n_outputs)`` as ``(Y (n, n_outputs), labels (n,))``."""
+        return as_targets(y, n_samples, self.sizes[-1], self.dtype, self.loss, name)
+
+    # =========================================================================
+    # Construction, description, copies
+    # =========================================================================
+
+    def _resolve_activations(self, activations, activation, output) -> list[Activation]:
+        n_layers = len(self.sizes) - 1
+        if activations is None:
+            activations = [activation] * (n_layers - 1) + [output]
+        if not isinstance(activations, (list, tuple)) or len(activations) != n_layers:
             raise DigitnetError(
-                f"a network needs at least 2 layer sizes (inputs and outputs), got {sizes!r}")
-        if min(sizes) < 1:
-            raise DigitnetError(f"every layer needs at least one unit, got {sizes!r}")
-        return sizes
+                f"activations must list one name per layer ({n_layers}), got {activations!r}")
+        return [get_activation(a) for a in activations]
+
+    def _resolve_init(self, init) -> list[str]:
+        n_layers = len(self.sizes) - 1
+        if init is None or isinstance(init, str):
+            init = [init] * n_layers
+        if not isinstance(init, (list, tuple)) or len(init) != n_layers:
+            raise DigitnetError(f"init must be one name or one per layer ({n_layers}), got {init!r}")
+        return [resolve_initializer(name) if name is not None else default_initializer(act.name)
+                for name, act in zip(init, self.activations)]
 
     def _check_output_and_loss(self):
         out = self.activations[-1]
@@ -145,8 +324,13 @@ class Network:
         """One flat buffer for all parameters, one for all gradients; per-layer views."""
         shapes = [(n_out, n_in) for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:])]
         total = sum(o * i + o for o, i in shapes)
-        self.params = np.zeros(total, dtype=self.dtype)
-        self.grads = np.zeros(total, dtype=self.dtype)
+        try:
+            self.params = np.zeros(total, dtype=self.dtype)
+            self.grads = np.zeros(total, dtype=self.dtype)
+        except MemoryError:
+            raise DigitnetError(
+                f"layers {self.sizes} need {2 * total * self.dtype.itemsize / 2**30:.1f} GiB for their "
+                "parameters and gradients, more than this machine can give: use fewer units") from None
         self.weights, self.biases = [], []
         self.grad_weights, self.grad_biases = [], []
         offset = 0
@@ -156,8 +340,41 @@ class Network:
                 W_list.append(flat[offset:offset + n_out * n_in].reshape(n_out, n_in))
                 b_list.append(flat[offset + n_out * n_in:offset + n_out * n_in + n_out])
             offset += n_out * n_in + n_out
+        self._work = threading.local()
 
-    # -- description ------------------------------------------------------------
+    def _work_arrays(self, n: int) -> "WorkArrays":
+        """The work arrays for passes over ``n`` rows, allocated on first need.
+
+        One set per thread (a web server may predict from several threads at
+        once), for the few batch sizes used last.
+        """
+        cache = getattr(self._work, "by_rows", None)
+        if cache is None:
+            cache = self._work.by_rows = OrderedDict()
+        work = cache.get(n)
+        if work is None:
+            work = cache[n] = WorkArrays(self, n)
+            if len(cache) > _CACHED_BATCH_SIZES:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(n)
+        return work
+
+    def _feedforward_checked(self, X: np.ndarray, rows: int) -> np.ndarray:
+        out = np.empty((len(X), self.sizes[-1]), dtype=self.dtype)
+        for start in range(0, len(X), rows):
+            out[start:start + rows] = self._forward(X[start:start + rows])[-1]
+        return out
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_work", None)       # per-thread scratch space, rebuilt on need
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._work = threading.local()
+
     @property
     def n_layers(self) -> int:
         return len(self.sizes) - 1
@@ -214,267 +431,28 @@ class Network:
             config["dtype"] = _as_dtype(dtype).name
         return Network.from_config(config, self.params)
 
-    # -- input checking ---------------------------------------------------------
-    def check_inputs(self, X, name="X") -> np.ndarray:
-        """Return ``X`` as a C-contiguous ``(n_samples, sizes[0])`` array of the network's dtype."""
-        X = np.asarray(X)
-        if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-            raise DataError(f"{name} must be numeric, got an array of {X.dtype}")
-        if X.ndim == 1 and X.size == self.sizes[0]:
-            X = X.reshape(1, -1)
-        elif X.ndim > 2 and int(np.prod(X.shape[1:])) == self.sizes[0]:
-            X = X.reshape(len(X), -1)  # e.g. (n, 28, 28) images
-        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
-            raise DataError(
-                f"{name} has shape {X.shape}, but the network expects (n_samples, {self.sizes[0]})")
-        if len(X) == 0:
-            raise DataError(f"{name} is empty: there are no samples")
-        X = np.ascontiguousarray(X, dtype=self.dtype)
-        # A NaN or ±inf anywhere makes the sum non-finite, so a finite sum
-        # settles it without np.isfinite(X)'s boolean copy of X (47 MB for
-        # MNIST); only a non-finite sum (or finite values overflowing it)
-        # needs the element-wise look.
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = X.sum()
-        if not np.isfinite(total) and not np.isfinite(X).all():
-            row = int(np.argwhere(~np.isfinite(X))[0, 0])
-            raise DataError(f"{name} contains NaN or infinite values (first in row {row}): "
-                            "clean or drop those rows")
-        return X
 
-    def check_targets(self, y, n_samples: int, name="y"):
-        """Turn labels or target rows into ``(Y, labels)``.
-
-        ``y`` may be integer class labels ``(n,)`` (one-hot encoded here),
-        target rows ``(n, n_outputs)``, or for a single output ``(n,)``
-        values.  Returns ``Y`` ``(n, n_outputs)`` of the network's dtype and
-        ``labels`` ``(n,)`` (the class index per sample, used for accuracy).
-        """
-        y = np.asarray(y)
-        k = self.sizes[-1]
-        if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-            raise DataError(f"{name} must be numeric labels, got an array of {y.dtype}")
-        if len(y) != n_samples:
-            raise DataError(f"X has {n_samples} samples but {name} has {len(y)}: they must match")
-        if not np.isfinite(y).all():
-            raise DataError(f"{name} contains NaN or infinite values")
-        if k == 1:
-            Y = y.reshape(n_samples, 1).astype(self.dtype) if y.size == n_samples else None
-            if Y is None:
-                raise DataError(f"{name} has shape {y.shape}, but the network has one output")
-            self._check_probability_targets(Y, name)
-            return Y, (Y[:, 0] > 0.5).astype(np.int64)
-        if y.ndim == 1:
-            labels = y.astype(np.int64)
-            if not np.array_equal(labels, y):
-                raise DataError(f"{name} must hold whole-number class labels 0..{k - 1}")
-            bad = np.flatnonzero((labels < 0) | (labels >= k))
-            if bad.size:
-                raise DataError(
-                    f"{name} contains label {labels[bad[0]]} (row {bad[0]}), but the network has "
-                    f"{k} outputs: labels must be 0..{k - 1}")
-            Y = np.zeros((n_samples, k), dtype=self.dtype)
-            Y[np.arange(n_samples), labels] = 1
-            return Y, labels
-        if y.ndim == 2 and y.shape[1] == k:
-            Y = np.ascontiguousarray(y, dtype=self.dtype)
-            self._check_probability_targets(Y, name)
-            return Y, Y.argmax(axis=1)
-        raise DataError(f"{name} has shape {y.shape}: expected labels (n,) or targets (n, {k})")
-
-    def _check_probability_targets(self, Y, name):
-        # Cross-entropies compare probabilities: a target of 5 has no meaning there.
-        if self.loss.needs_outputs_in is not None and (Y.min() < 0 or Y.max() > 1):
-            raise DataError(f"{name} holds targets outside 0..1, but the {self.loss.name} loss "
-                            "compares probabilities: pass 0/1 (or one-hot) targets")
-
-    # -- the forward pass -------------------------------------------------------
-    def _forward(self, X, buffers: "StepBuffers | None" = None):
-        """Activations of every layer ``[X, a_1, …, a_L]`` and the output's ``z_L``.
-
-        With ``buffers`` (the training step's preallocated arrays) every
-        ``z_l`` is computed into ``buffers.z[l]``, and a hidden layer's
-        activation overwrites its ``z_l`` in place: backpropagation needs only
-        ``a_l`` there (the derivatives are written in terms of the outputs).
-        The output layer keeps ``z_L``, which the fused losses need, and
-        writes ``a_L`` into ``buffers.a_out``.
-        """
-        a = X
-        activations = [X]
-        z = None
-        last = self.n_layers - 1
-        for l, (W, b, f) in enumerate(zip(self.weights, self.biases, self.activations)):
-            z = np.matmul(a, W.T, out=None if buffers is None else buffers.z[l])  # (n, n_in) @ (n_in, n_out)
-            z += b               # bias broadcast over the batch
-            if buffers is None or not buffers.forward_in_place[l]:
-                a = f.forward(z)
-            elif l < last:
-                a = f.forward(z, out=z)
-            else:
-                a = f.forward(z, out=buffers.a_out)
-            activations.append(a)
-        return activations, z
-
-    def forward(self, X) -> list[np.ndarray]:
-        """Every layer's activations for a batch: ``[X, a_1, …, a_L]``, each ``(n, sizes[l])``."""
-        activations, _ = self._forward(self.check_inputs(X))
-        return activations
-
-    def predict_proba(self, X, batch_size: int = 8192) -> np.ndarray:
-        """Output activations ``(n, n_outputs)`` (class probabilities for softmax)."""
-        X = self.check_inputs(X)
-        out = np.empty((len(X), self.sizes[-1]), dtype=self.dtype)
-        in_place = [supports_out(f)[0] for f in self.activations]
-        last = self.n_layers - 1
-        for start in range(0, len(X), batch_size):
-            stop = start + batch_size
-            a = X[start:stop]
-            for l, (W, b, f) in enumerate(zip(self.weights, self.biases, self.activations)):
-                # (n, n_in) @ (n_in, n_out) -> (n, n_out); hidden layers column-major, as in training
-                z = np.empty((len(a), W.shape[0]), self.dtype, order="C" if l == last else "F")
-                np.matmul(a, W.T, out=z)
-                z += b
-                a = f.forward(z, out=z) if in_place[l] else f.forward(z)  # z is not needed again
-            out[start:stop] = a
-        return out
-
-    def predict(self, X, batch_size: int = 8192) -> np.ndarray:
-        """Predicted class per sample ``(n,)`` int64 (argmax; threshold 0.5 for one output)."""
-        return self._labels_from_outputs(self.predict_proba(X, batch_size))
-
-    def _labels_from_outputs(self, a):
-        if a.shape[1] == 1:
-            return (a[:, 0] > 0.5).astype(np.int64)
-        return a.argmax(axis=1)
-
-    def _loss_value(self, a, Y, z):
-        fused = self.activations[-1].name == self.loss.fused_with
-        return self.loss.value(a, Y, z if fused else None)
-
-    def evaluate(self, X, y, batch_size: int = 8192) -> tuple[float, float]:
-        """Mean loss and accuracy (fraction correct) on a data set."""
-        X = self.check_inputs(X)
-        Y, labels = self.check_targets(y, len(X))
-        total, correct = 0.0, 0
-        for start in range(0, len(X), batch_size):
-            stop = start + batch_size
-            acts, z = self._forward(X[start:stop])
-            total += self._loss_value(acts[-1], Y[start:stop], z) * len(acts[-1])
-            correct += int(np.sum(self._labels_from_outputs(acts[-1]) == labels[start:stop]))
-        return total / len(X), correct / len(X)
-
-    # -- backpropagation --------------------------------------------------------
-    def _backprop(self, X, Y, l2_coef: float = 0.0, buffers: "StepBuffers | None" = None,
-                  scale: float = 1.0):
-        """Forward and backward pass; fills ``self.grads`` with ``scale`` × the gradient.
-
-        Returns ``(loss, z_out)``: the mean data loss of the batch (without
-        the L2 term) and the output layer's pre-activation ``z_L``
-        ``(n, n_outputs)``.  ``l2_coef`` is λ/n_train: the L2 penalty
-        (λ/2n)·Σ‖W‖² adds (λ/n)·W to each weight gradient.
-
-        The training loop passes ``buffers`` (from :meth:`_step_buffers`, for
-        ``len(X)`` rows): the step then writes into preallocated arrays
-        instead of allocating new ones, ``z_out`` is overwritten by the next
-        step, and the loss is not computed (``None``): the loop works the
-        epoch's loss out once per epoch from every step's ``z_out``.  It also
-        passes the optimiser's ``scale`` (η for SGD): every gradient is linear
-        in δ_L, so scaling that one ``(n, n_outputs)`` array scales them all,
-        and the optimiser need not multiply the whole parameter vector by η.
-        """
-        activations, z_out = self._forward(X, buffers)
-        a_out = activations[-1]
-        if buffers is None:
-            loss = self._loss_value(a_out, Y, z_out)
-            delta = self.loss.delta(self.activations[-1], a_out, Y)   # d_loss__d_z_L, (n, n_L)
-            if scale != 1.0:
-                delta *= scale
-        else:
-            loss = None
-            delta = self.loss.scaled_delta(self.activations[-1], a_out, Y, scale, buffers.delta_out)
-        for l in range(self.n_layers - 1, -1, -1):
-            a_prev = activations[l]
-            # d_loss__d_W = δᵀ · a_prev: (n_out, n) @ (n, n_in) -> (n_out, n_in)
-            np.matmul(delta.T, a_prev, out=self.grad_weights[l])
-            # d_loss__d_b = Σ over samples of δ, (n_out,)
-            if buffers is None:
-                np.add.reduce(delta, axis=0, out=self.grad_biases[l])
-            else:  # the same sum as 1ᵀ·δ, (n,) @ (n, n_out): BLAS does it 1.1–4× faster
-                np.matmul(buffers.ones, delta, out=self.grad_biases[l])
-            if l > 0:  # the input layer's own gradient is never needed
-                f = self.activations[l - 1]
-                # (n, n_out) @ (n_out, n_in) -> (n, n_in)
-                if buffers is None:
-                    delta = f.backward(a_prev, delta @ self.weights[l])
-                else:
-                    d_loss__d_a_prev = np.matmul(delta, self.weights[l], out=buffers.d_a[l - 1])
-                    if buffers.backward_in_place[l - 1]:
-                        delta = f.backward(a_prev, d_loss__d_a_prev, out=d_loss__d_a_prev)
-                    else:
-                        delta = f.backward(a_prev, d_loss__d_a_prev)
-        if l2_coef:
-            for l, (W, gW) in enumerate(zip(self.weights, self.grad_weights)):
-                # ∂/∂W of (λ/2n)·‖W‖² is (λ/n)·W (times the step's scale, like the rest)
-                gW += np.multiply(W, l2_coef * scale, out=None if buffers is None else buffers.decay[l])
-        return loss, z_out
-
-    def _step_buffers(self, n: int) -> "StepBuffers":
-        """Preallocated arrays for training steps on batches of ``n`` rows (see :class:`StepBuffers`)."""
-        return StepBuffers(self, n)
-
-    def l2_penalty(self, l2_coef: float) -> float:
-        """(λ/2n)·Σ‖W‖² for ``l2_coef`` = λ/n (biases are not decayed)."""
-        return 0.5 * l2_coef * float(sum(np.sum(W * W, dtype=np.float64) for W in self.weights))
-
-    def backward(self, X, y, l2: float = 0.0, n_train: int | None = None):
-        """Loss and every gradient for a batch.
-
-        Returns ``(loss, gradients)`` where ``gradients`` is a list with one
-        ``(dW (n_out, n_in), db (n_out,))`` pair per layer (copies).  With
-        ``l2`` = λ > 0 the loss includes Nielsen's (λ/2n)·Σ‖W‖², ``n`` being
-        ``n_train`` (default: the batch size).
-        """
-        X = self.check_inputs(X)
-        Y, _ = self.check_targets(y, len(X))
-        l2_coef = float(l2) / (n_train or len(X))
-        loss, _ = self._backprop(X, Y, l2_coef)
-        loss += self.l2_penalty(l2_coef)
-        return loss, [(gW.copy(), gb.copy()) for gW, gb in zip(self.grad_weights, self.grad_biases)]
-
-    def loss_value(self, X, y, l2: float = 0.0, n_train: int | None = None) -> float:
-        """The mean loss (plus the L2 penalty, if asked) without computing gradients."""
-        X = self.check_inputs(X)
-        Y, _ = self.check_targets(y, len(X))
-        activations, z = self._forward(X)
-        return self._loss_value(activations[-1], Y, z) + self.l2_penalty(float(l2) / (n_train or len(X)))
-
-    # -- training ---------------------------------------------------------------
-    def fit(self, X, y, **kwargs):
-        """Train with gradient descent; see :func:`digitnet.training.fit` for the options."""
-        from .training import fit
-
-        return fit(self, X, y, **kwargs)
-
-
-class StepBuffers:
-    """Every array a training step writes, allocated once per batch size.
+class WorkArrays:
+    """Every array a pass over ``n`` rows writes, allocated once and reused.
 
     Reusing them saves each step a few allocations per layer (and, for
     large batches, the page faults of fresh memory).  For layer ``l``
-    (0-based) with ``k = sizes[l + 1]`` units and a batch of ``n`` rows:
+    (0-based) with ``k = sizes[l + 1]`` units:
 
-    * ``z[l]`` ``(n, k)``: ``z_l``; in a hidden layer the activation then
-      overwrites it with ``a_l`` (when the activation accepts ``out=``);
-      the output layer's ``z_L`` stays for the loss;
-    * ``d_a[l]`` ``(n, k)``, hidden layers only: ``∂loss/∂a_l``, which the
-      activation's derivative then turns into ``δ_l = ∂loss/∂z_l`` in place;
-    * ``decay[l]`` ``(k, sizes[l])``: the L2 term ``(λ/n)·W_l`` (``np.empty``
-      memory is only touched, and so only resident, when L2 is used);
-    * ``a_out`` and ``delta_out`` ``(n, n_outputs)``: the output layer's
-      activations and ``δ_L``;
+    * ``z[l]`` ``(n, k)``: ``z_l``;
+    * ``a[l]``: where ``a_l = f(z_l)`` is written: ``z[l]`` itself for a
+      hidden layer (its ``z_l`` is not needed once ``a_l`` exists), a
+      separate ``(n, k)`` array for the output layer, whose ``z_L`` the
+      fused losses need;
+    * ``d_a[l]`` ``(n, k)``, hidden layers only: ``∂C/∂a_l``, which the
+      activation's derivative then turns into ``δ_l = ∂C/∂z_l`` in place;
+    * ``delta_out`` ``(n, n_outputs)``: ``δ_L``;
+    * ``decay[l]`` ``(k, sizes[l])``: the L2 term ``(λ/n)·W_l``;
     * ``ones`` ``(n,)``: the bias gradient is ``onesᵀ·δ``.
 
-    Not thread-safe: one set per training loop.
+    ``np.empty`` memory is only resident once written, so the backward
+    arrays cost nothing while a network only predicts.  Not thread-safe:
+    the network keeps one set per thread.
     """
 
     def __init__(self, network: Network, n: int):
@@ -486,11 +464,56 @@ class StepBuffers:
         # layer's per-sample reductions over a few units (softmax's max and
         # sum) run along whole columns, 2.4× faster for (128, 10).
         self.z = [np.empty((n, k), dtype, order="F") for k in units]
+        self.a = self.z[:-1] + [np.empty((n, units[-1]), dtype, order="F")]
         self.d_a = [np.empty((n, k), dtype, order="F") for k in units[:-1]]
-        self.decay = [np.empty_like(W) for W in network.weights]
-        self.a_out = np.empty((n, units[-1]), dtype, order="F")
         self.delta_out = np.empty((n, units[-1]), dtype, order="F")
+        self.decay = [np.empty_like(W) for W in network.weights]
         self.ones = np.ones(n, dtype)
         flags = [supports_out(f) for f in network.activations]
         self.forward_in_place = [fwd for fwd, _ in flags]
         self.backward_in_place = [bwd for _, bwd in flags]
+
+
+def _as_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in _DTYPES:
+        raise DigitnetError(f"dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+def _check_sizes(sizes) -> list[int]:
+    try:
+        if isinstance(sizes, str):  # "78" would otherwise become [7, 8]
+            raise TypeError
+        ints = [int(s) for s in sizes]
+        # int() truncates silently: 2.5 units must be an error, not 2
+        if any(isinstance(s, (float, np.floating)) and s != i for s, i in zip(sizes, ints)):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise DigitnetError(f"sizes must be a list of integers like [784, 30, 10], got {sizes!r}") from None
+    if len(ints) < 2:
+        raise DigitnetError(f"a network needs at least 2 layer sizes (inputs and outputs), got {sizes!r}")
+    if min(ints) < 1:
+        raise DigitnetError(f"every layer needs at least one unit, got {sizes!r}")
+    return ints
+
+
+def _check_seed(seed):
+    if seed is None:
+        return None
+    try:
+        seed = int(seed)
+    except (TypeError, ValueError, OverflowError):
+        raise DigitnetError(f"seed must be an integer, got {seed!r}") from None
+    if seed < 0:
+        raise DigitnetError(f"seed must be ≥ 0, got {seed}")
+    return seed
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise DigitnetError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
+    return int(batch_size)

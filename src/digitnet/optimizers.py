@@ -6,11 +6,13 @@
 views into it), so one update is a handful of whole-array operations however
 deep the network is.
 
-The training loop itself calls ``update_scaled(params, c·∇)`` instead, with
-``c = gradient_scale()`` (η for SGD and momentum, 1 − β₁ for Adam): the
-network folds ``c`` into its backward pass for free (see
-:meth:`Optimizer.gradient_scale`), which saves the optimiser one pass over
-every parameter per step.  ``update`` is the same step, given ``∇``.
+Every optimiser follows one template (:class:`Optimizer`): ``update``
+scales the gradient by ``c = gradient_scale()`` (η for SGD and momentum,
+1 − β₁ for Adam) and calls the optimiser's own ``apply(params, c·∇)``.  The
+training step calls ``update_scaled(params, c·∇)`` directly: the network
+folds ``c`` into its backward pass for free (see
+:meth:`digitnet.network.Network.update_mini_batch`), which saves one pass
+over every parameter per step.
 
 Learning-rate schedules live in :mod:`digitnet.schedules`; the training loop
 sets ``optimizer.lr`` before each step.
@@ -39,6 +41,15 @@ def _check_positive(name, value, allow_zero=False):
 
 
 class Optimizer:
+    """The update template every optimiser shares.
+
+    ``update(params, ∇)`` multiplies the gradient by :meth:`gradient_scale`
+    and hands it to :meth:`update_scaled`, which counts the step and calls
+    the optimiser's own :meth:`apply` with ``c·∇``.  A new optimiser defines
+    ``gradient_scale`` and ``apply`` (scikit-learn's ``_get_updates`` plays
+    the same part there).
+    """
+
     name = "optimizer"
 
     def __init__(self, lr: float):
@@ -46,30 +57,48 @@ class Optimizer:
         self.steps = 0
         self._buffer = None
 
+    def update(self, params: np.ndarray, grads: np.ndarray) -> None:
+        """One step: change ``params`` in place, given the gradient ``grads`` (left as it is)."""
+        scaled = np.multiply(grads, self.gradient_scale(), out=self._scratch(grads))
+        self.update_scaled(params, scaled)
+
+    def update_scaled(self, params: np.ndarray, scaled_grads: np.ndarray) -> None:
+        """:meth:`update` given ``gradient_scale() · ∇`` instead of ``∇`` (may overwrite it)."""
+        self.steps += 1
+        self.apply(params, scaled_grads)
+
+    def gradient_scale(self) -> float:
+        """The factor ``c`` the optimiser wants the gradient multiplied by.
+
+        Backpropagation is linear in δ_L, so the network can deliver
+        ``c·∇`` for the price of scaling one ``(batch, n_outputs)`` array,
+        where multiplying the gradient itself costs a pass over every
+        parameter (see :meth:`digitnet.network.Network.update_mini_batch`).
+        """
+        return 1.0
+
+    def apply(self, params: np.ndarray, scaled_grads: np.ndarray) -> None:  # pragma: no cover
+        """The optimiser's own rule, given ``c·∇`` (which it may overwrite)."""
+        raise NotImplementedError
+
+    def takes_scaled_gradients(self) -> bool:
+        """Whether the training step may hand over ``c·∇`` (through :meth:`update_scaled`).
+
+        Not when a subclass redefined only ``update``: its own step must run,
+        and it expects the plain gradient.
+        """
+        for klass in type(self).__mro__:
+            if "update_scaled" in vars(klass) or "apply" in vars(klass):
+                return True
+            if "update" in vars(klass):
+                return False
+        return True
+
     def _scratch(self, like: np.ndarray) -> np.ndarray:
         """A parameter-sized scratch array, allocated once and reused each step."""
         if self._buffer is None or self._buffer.shape != like.shape or self._buffer.dtype != like.dtype:
             self._buffer = np.empty_like(like)
         return self._buffer
-
-    def update(self, params: np.ndarray, grads: np.ndarray) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    # -- the training loop's shortcut -------------------------------------------
-    def gradient_scale(self) -> float:
-        """The factor the training loop may fold into the gradients it hands to :meth:`update_scaled`.
-
-        Backpropagation is linear in δ_L, so the network can deliver
-        ``c·∇`` for the price of scaling one ``(batch, n_outputs)`` array,
-        where multiplying the gradient itself costs a pass over every
-        parameter.  SGD and momentum take ``c = η``, which turns their
-        ``η·∇`` into a gradient that arrives ready-made.
-        """
-        return 1.0
-
-    def update_scaled(self, params: np.ndarray, scaled_grads: np.ndarray) -> None:
-        """:meth:`update` given ``gradient_scale() · ∇`` instead of ``∇`` (may overwrite it)."""
-        self.update(params, scaled_grads)
 
     # -- state, for checkpoints -------------------------------------------------
     def config(self) -> dict:
@@ -91,19 +120,15 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def update(self, params, grads):
-        self.update_scaled(params, np.multiply(grads, self.lr, out=self._scratch(grads)))
-
     def gradient_scale(self):
         return self.lr
 
-    def update_scaled(self, params, scaled_grads):
-        self.steps += 1
+    def apply(self, params, scaled_grads):
         params -= scaled_grads                    # θ ← θ − η·∇, η·∇ given
 
 
-class Momentum(Optimizer):
-    """Gradient descent with (heavy-ball or Nesterov) momentum.
+class Momentum(SGD):
+    """Gradient descent with (heavy-ball or Nesterov) momentum; SGD's η·∇ step, remembered.
 
     v ← μ·v − η·∇,   θ ← θ + v                    (classical)
     v ← μ·v − η·∇,   θ ← θ + μ·v − η·∇            (Nesterov, Sutskever's form)
@@ -119,14 +144,7 @@ class Momentum(Optimizer):
         self.nesterov = bool(nesterov)
         self.velocity = None
 
-    def update(self, params, grads):
-        self.update_scaled(params, np.multiply(grads, self.lr, out=self._scratch(grads)))
-
-    def gradient_scale(self):
-        return self.lr
-
-    def update_scaled(self, params, scaled_grads):
-        self.steps += 1
+    def apply(self, params, scaled_grads):
         if self.velocity is None or self.velocity.shape != params.shape:
             self.velocity = np.zeros_like(params)
         v, step = self.velocity, scaled_grads    # step = η·∇
@@ -182,14 +200,10 @@ class Adam(Optimizer):
         self.eps = _check_positive("eps", eps)
         self.m = self.s = None
 
-    def update(self, params, grads):
-        self.update_scaled(params, np.multiply(grads, 1.0 - self.beta1, out=self._scratch(grads)))
-
     def gradient_scale(self):
         return 1.0 - self.beta1
 
-    def update_scaled(self, params, scaled_grads):
-        self.steps += 1
+    def apply(self, params, scaled_grads):
         if self.m is None or self.m.shape != params.shape:
             self.m = np.zeros_like(params)
             self.s = np.zeros_like(params)

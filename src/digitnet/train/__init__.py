@@ -1,0 +1,11 @@
+"""Training: the loop, its batches, history and callbacks, augmentation.
+
+:func:`fit` is what ``Network.fit`` runs; one step of it is
+:meth:`digitnet.network.Network.update_mini_batch`.
+"""
+
+from .batches import epoch_order
+from .history import Callback, History
+from .loop import fit
+
+__all__ = ["fit", "History", "Callback", "epoch_order"]
