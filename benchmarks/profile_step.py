@@ -1,7 +1,7 @@
 """Where a training step's microseconds go: ``python benchmarks/bench.py --profile``.
 
-The step of :func:`digitnet.training.fit` is re-enacted operation by
-operation, exactly as ``training.py`` and ``Network._backprop`` do it, with a
+The step of :func:`digitnet.train.fit` is re-enacted operation by
+operation, exactly as ``Network.update_mini_batch`` and ``Network.backprop`` do it, with a
 clock read between stages.  Every stage's time is taken per step and the
 **median over the steps** is reported, so a step that the operating system
 interrupted does not count (the machine is shared); the two stages that
@@ -46,7 +46,8 @@ def _network_and_optimizer(recipe, seed=0):
 
 def profile_recipe(recipe, X, y, steps: int) -> dict:
     """µs per stage of one training step (medians; amortised stages: means), and the real ``fit``'s step."""
-    from digitnet.training import _CHECK_ROWS, _GATHER_ROWS, _all_finite, epoch_order
+    from digitnet.train.batches import _GATHER_ROWS, epoch_order
+    from digitnet.train.loop import _CHECK_ROWS, _all_finite
 
     batch = recipe.batch_size
     X = np.ascontiguousarray(X[:steps * batch], dtype=np.float32)
@@ -66,7 +67,7 @@ def profile_recipe(recipe, X, y, steps: int) -> dict:
     Xc = net.check_inputs(X)
     Y, labels = net.check_targets(y, len(Xc))
     n = len(Xc)
-    buffers = net._step_buffers(batch)
+    buffers = net._work_arrays(batch)
     order = epoch_order(0, 0, n)
     Y_epoch, labels_epoch = Y[order], labels[order]
     rows_per_gather = max(1, _GATHER_ROWS // batch) * batch
@@ -89,7 +90,7 @@ def profile_recipe(recipe, X, y, steps: int) -> dict:
         Y_b = Y_epoch[start:stop]
         t1 = clock()
         times["gather"][b] = t1 - t0
-        # forward (Network._forward with buffers)
+        # forward (Network._forward)
         a, acts = X_b, [X_b]
         for l, (W, bias, f) in enumerate(zip(net.weights, net.biases, net.activations)):
             t = clock()
@@ -97,7 +98,7 @@ def profile_recipe(recipe, X, y, steps: int) -> dict:
             t2 = clock()
             z += bias
             t3 = clock()
-            a = f.forward(z, out=z if l < last else buffers.a_out)
+            a = f.forward(z, out=buffers.a[l])
             t4 = clock()
             acts.append(a)
             times["GEMM forward"][b] += t2 - t
@@ -138,8 +139,8 @@ def profile_recipe(recipe, X, y, steps: int) -> dict:
     # Once per epoch, spread over its steps: the loss and accuracy from the stored outputs.
     t = clock()
     a_all = net.activations[-1].forward(outputs[:steps * batch])
-    net._loss_value(a_all, np.asfortranarray(Y_epoch[:steps * batch]), outputs[:steps * batch])
-    int(np.count_nonzero(net._labels_from_outputs(a_all) == labels_epoch[:steps * batch]))
+    net.loss_of_outputs(a_all, np.asfortranarray(Y_epoch[:steps * batch]), outputs[:steps * batch])
+    int(np.count_nonzero(net.labels_from_outputs(a_all) == labels_epoch[:steps * batch]))
     times["epoch loss & accuracy"][:] = (clock() - t) / steps
     # The real step is timed before and after the re-enactment and the
     # smaller taken: other processes come and go on a shared machine.

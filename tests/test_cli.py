@@ -134,10 +134,14 @@ def test_train_and_evaluate_on_a_kaggle_csv(cli_env, tmp_path):
     assert "test accuracy" not in proc.stdout  # a CSV file has no test part
     dev = accuracy_of(proc.stdout, "dev")
     assert dev > 0.2
-    assert load_model(tmp_path / "z.npz").metadata["recipe"]["data"] == "train.csv"
-    proc = digitnet(cli_env, "evaluate", "z.npz", cwd=tmp_path)  # the CSV named in the model
+    # The file is recorded as its absolute path: found again from any folder.
+    csv_path = str((tmp_path / "train.csv").resolve())
+    assert load_model(tmp_path / "z.npz").metadata["recipe"]["data"] == csv_path
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = digitnet(cli_env, "evaluate", "../z.npz", cwd=elsewhere)  # the CSV named in the model
     assert proc.returncode == 0, proc.stderr
-    assert "data: train.csv (all rows, 2,500 samples)" in proc.stdout
+    assert f"data: {csv_path} (all rows, 2,500 samples)" in proc.stdout
 
 
 # -- train ---------------------------------------------------------------------------------
@@ -215,9 +219,9 @@ def test_resume_ends_with_the_uninterrupted_weights(cli_env, tmp_path):
 def test_resume_refuses_recipe_flags_and_plain_models(cli_env, tmp_path):
     proc = digitnet(cli_env, "train", "--preset", "xor", "--epochs", "3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    changed = digitnet(cli_env, "train", "--resume", "digitnet-xor.ckpt.npz", "--lr", "0.1",
+    changed = digitnet(cli_env, "train", "--resume", "digitnet-xor.ckpt.npz", "--l2", "0.1",
                        cwd=tmp_path)
-    assert_one_line_error(changed, "--lr", "only --epochs")
+    assert_one_line_error(changed, "--l2", "only --epochs and --lr")
     model = digitnet(cli_env, "train", "--resume", "digitnet-xor.npz", "--epochs", "5",
                      cwd=tmp_path)
     assert_one_line_error(model, "not a checkpoint")
@@ -265,11 +269,40 @@ def test_ctrl_c_keeps_the_last_epoch_and_resumes_exactly(cli_env, tmp_path):
 
 
 def test_divergence_is_one_line_and_writes_no_model(cli_env, tmp_path):
+    # Diverging in the first epoch: no model, and no checkpoint either.
     proc = digitnet(cli_env, "train", "--preset", "best", "--layers", "784,32,10", "--optimizer",
                     "sgd", "--lr", "1e30", "--subset", "500", "--epochs", "2", "--out", "m.npz",
                     cwd=tmp_path)
-    assert_one_line_error(proc, "diverged", "lower the learning rate", "no model was written")
-    assert not (tmp_path / "m.npz").exists()
+    assert_one_line_error(proc, "diverged", "no model or checkpoint was written",
+                          "start again with a lower rate (e.g. --lr 1e+29)")
+    assert not list(tmp_path.iterdir())
+
+
+def test_divergence_keeps_the_checkpoint_and_resume_continues_at_a_lower_rate(cli_env, tmp_path):
+    base = ["train", "--preset", "best", "--layers", "784,32,10", "--subset", "1000",
+            "--schedule", "constant", "--shift", "0"]
+    first = digitnet(cli_env, *base, "--epochs", "1", "--out", "m.npz", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "m.npz").read_bytes()
+    # Resumed at an absurd rate, epoch 2 diverges: the checkpoint of epoch 1 stays.
+    blown = digitnet(cli_env, "train", "--resume", "m.ckpt.npz", "--lr", "1e30", "--epochs", "3",
+                     cwd=tmp_path)
+    assert_one_line_error(blown, "diverged", "in epoch 2", "no model was written",
+                          "the checkpoint m.ckpt.npz keeps the last completed epoch (epoch 1")
+    assert (tmp_path / "m.npz").read_bytes() == before          # the earlier model is untouched
+    assert read_model_file(tmp_path / "m.ckpt.npz")[0]["checkpoint"]["epoch"] == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # The command the message gives works: it continues epoch 1 at the lower rate.
+    command = re.search(r"'digitnet (train --resume \S+ --lr \S+ --epochs 3)'", blown.stderr)
+    assert command, blown.stderr
+    assert command.group(1) == "train --resume m.ckpt.npz --lr 1e+29 --epochs 3"
+    again = digitnet(cli_env, "train", "--resume", "m.ckpt.npz", "--lr", "0.01", "--epochs", "3",
+                     cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "epoch 2/3" in again.stdout and "lr 0.01" in again.stdout
+    model = load_model(tmp_path / "m.npz")
+    assert [r["lr"] for r in model.metadata["history"]["records"]] == pytest.approx([0.1, 0.01, 0.01])
+    assert model.metadata["recipe"]["lr"] == 0.01
 
 
 @pytest.mark.parametrize("flags, fragments", [
@@ -279,6 +312,10 @@ def test_divergence_is_one_line_and_writes_no_model(cli_env, tmp_path):
     (["--epochs", "0"], ["--epochs"]),
     (["--layers", "784,x"], ["--layers", "784,100,10"]),
     (["--layers", "784"], ["--layers", "at least"]),
+    (["--layers", "784,,10"], ["--layers", "empty field"]),
+    (["--layers", "784,10,"], ["--layers", "empty field"]),
+    (["--layers", "784,100000000,10"], ["79,500,000,010 parameters", "memory", "available",
+                                        "fewer or smaller layers"]),
     (["--batch-size", "0"], ["--batch-size", "'full'"]),
     (["--preset", "nope"], ["unknown preset", "nielsen", "best"]),
     (["--activation", "swish"], ["unknown activation"]),
@@ -465,7 +502,7 @@ def _not_a_model(path):
 @pytest.mark.parametrize("damage, fragments", [
     (_truncated, ["truncated"]),
     (_newer_version, ["newer digitnet", "upgrade"]),
-    (_wrong_shapes, ["parameters"]),
+    (_wrong_shapes, ["damaged or was edited"]),
     (_not_a_model, ["not a digitnet model"]),
     (None, ["does not exist"]),
 ])
@@ -505,3 +542,78 @@ def test_unwritable_output_fails_before_training(cli_env, tmp_path):
     proc = digitnet(cli_env, "train", "--preset", "nielsen", "--out", "ro/m.npz", cwd=tmp_path)
     assert_one_line_error(proc, "no permission")
     assert time.monotonic() - started < 30
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+def test_running_out_of_memory_is_one_line(cli_env, tmp_path):
+    # The estimate sees the machine's free memory, not an address-space limit: with one,
+    # a full batch of 20,000 rows × 20,000 units (1.5 GiB per array) runs into MemoryError.
+    resource = pytest.importorskip("resource")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("RLIMIT_AS behaves this way on Linux")
+    limit = 2 * 2**30
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "digitnet", "train", "--layers", "784,20000,10",
+                           "--batch-size", "full", "--subset", "20000", "--epochs", "1",
+                           "--out", "m.npz"], cwd=tmp_path, env=cli_env, capture_output=True,
+                          text=True, timeout=120, preexec_fn=limit_memory)
+    # (On a machine with under ~4 GiB free the estimate refuses it first: also one line.)
+    assert_one_line_error(proc, "memory")
+    assert not list(tmp_path.iterdir()), "nothing may be written"
+
+
+# -- a model trained on a folder of IDX files -----------------------------------------------
+
+def _tiny_idx_folder(folder, n_train=600, n_test=200):
+    from digitnet.data import load_mnist, write_idx
+
+    folder.mkdir()
+    X, y = load_mnist("train", scale=None, flatten=False, dtype=np.uint8)
+    write_idx(folder / "train-images-idx3-ubyte", X[:n_train])
+    write_idx(folder / "train-labels-idx1-ubyte", y[:n_train].astype(np.uint8))
+    X, y = load_mnist("test", scale=None, flatten=False, dtype=np.uint8)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", X[:n_test])
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", y[:n_test].astype(np.uint8))
+    return folder
+
+
+def test_a_model_trained_on_a_data_folder_can_be_plotted_and_reported(cli_env, tmp_path):
+    pytest.importorskip("matplotlib")
+    _tiny_idx_folder(tmp_path / "tiny")
+    train = digitnet(cli_env, "train", "--preset", "best", "--layers", "784,16,10", "--epochs", "2",
+                     "--data", "tiny", "--out", "tiny.npz", cwd=tmp_path)
+    assert train.returncode == 0, train.stderr
+    header = load_model(tmp_path / "tiny.npz").metadata
+    assert header["recipe"]["data"] == str((tmp_path / "tiny").resolve())
+
+    # From another folder, the recorded path finds the data.
+    work = tmp_path / "work"
+    work.mkdir()
+    plot = digitnet(cli_env, "plot", "confusion", "../tiny.npz", "--out", "confusion.png", cwd=work)
+    assert plot.returncode == 0, plot.stderr
+    assert (work / "confusion.png").stat().st_size > 0
+    report = digitnet(cli_env, "report", "../tiny.npz", "--out", "report", "--subset", "300",
+                      "--epochs", "1", cwd=work)
+    assert report.returncode == 0, report.stderr
+    page = (work / "report" / "index.html").read_text()
+    assert "tiny test set (200 samples)" in page
+    evaluate = digitnet(cli_env, "evaluate", "../tiny.npz", cwd=work)
+    assert evaluate.returncode == 0, evaluate.stderr
+    assert "200 samples" in evaluate.stdout
+
+    # Moved away, the data can be given with --data; without it, one line says how.
+    (tmp_path / "tiny").rename(tmp_path / "moved")
+    lost = digitnet(cli_env, "plot", "confusion", "../tiny.npz", "--out", "again.png", cwd=work)
+    assert_one_line_error(lost, "trained on", "--data DIR")
+    assert not (work / "again.png").exists()
+    lost = digitnet(cli_env, "report", "../tiny.npz", "--out", "report2", cwd=work)
+    assert_one_line_error(lost, "trained on", "--data DIR")
+    assert not (work / "report2").exists()
+    found = digitnet(cli_env, "plot", "confusion", "../tiny.npz", "--data", "../moved",
+                     "--out", "again.png", cwd=work)
+    assert found.returncode == 0, found.stderr
+    assert (work / "again.png").exists()

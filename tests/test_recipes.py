@@ -206,8 +206,8 @@ def test_interrupt_keeps_the_last_completed_epoch(tmp_path):
 
 def test_resume_refuses_a_different_recipe(tmp_path):
     train_recipe("xor", epochs=3, checkpoint=tmp_path / "x.ckpt.npz")
-    with pytest.raises(DigitnetError, match="only the number of epochs"):
-        train_recipe(resume=tmp_path / "x.ckpt.npz", overrides={"lr": 1.0})
+    with pytest.raises(DigitnetError, match="only the number of epochs and the learning rate"):
+        train_recipe(resume=tmp_path / "x.ckpt.npz", overrides={"l2": 1.0})
     with pytest.raises(DigitnetError, match="already trained 3"):
         train_recipe(resume=tmp_path / "x.ckpt.npz", epochs=2)
 
@@ -219,3 +219,159 @@ def test_resume_refuses_a_different_recipe(tmp_path):
 def test_train_recipe_rejects_bad_arguments(kwargs, message):
     with pytest.raises(DigitnetError, match=message):
         train_recipe("best", epochs=1, **kwargs)
+
+
+# -- resuming at another rate, and divergence ----------------------------------------------------
+
+def test_resume_at_another_learning_rate(tmp_path):
+    args = dict(subset=1000, overrides={"sizes": [784, 16, 10], "schedule": None, "shift": 0})
+    train_recipe("best", epochs=2, checkpoint=tmp_path / "c.npz", **args)
+    same = train_recipe(resume=tmp_path / "c.npz", epochs=3, overrides={"lr": 0.1})
+    assert np.array_equal(same.network.params, train_recipe("best", epochs=3, **args).network.params)
+
+    train_recipe("best", epochs=2, checkpoint=tmp_path / "d.npz", **args)
+    slower = train_recipe(resume=tmp_path / "d.npz", epochs=3, overrides={"lr": 0.01},
+                          out=tmp_path / "slower.npz")
+    assert [r["lr"] for r in slower.history.records] == pytest.approx([0.1, 0.1, 0.01])
+    assert not np.array_equal(slower.network.params, same.network.params)
+    recipe = load_model(tmp_path / "slower.npz").metadata["recipe"]
+    assert recipe["lr"] == 0.01 and recipe["overrides"]["lr"] == 0.01
+    assert recipe["resumed_from"] == str(tmp_path / "d.npz")
+
+
+def _blow_up_after(epochs_done):
+    """A callback that, after ``epochs_done`` epochs, makes the weights so large that the next diverges."""
+    from digitnet.training import Callback
+
+    class BlowUp(Callback):
+        def on_train_begin(self, network, optimizer, epochs):
+            self.network = network
+
+        def on_epoch_end(self, epoch, record):
+            if epoch + 1 == epochs_done:
+                self.network.params[...] = 1e30
+
+    return BlowUp()
+
+
+def test_divergence_keeps_the_last_completed_epoch_in_the_checkpoint(tmp_path):
+    from digitnet.errors import TrainingDiverged
+    from digitnet.modelfile import read_model_file
+
+    args = dict(subset=500, overrides={"sizes": [784, 16, 10], "schedule": None, "shift": 0})
+    # Checkpoints at most once an hour: the file holds epoch 1 when epoch 4 diverges,
+    # and is then brought up to epoch 3, the last completed one.
+    with pytest.raises(TrainingDiverged) as caught:
+        train_recipe("best", epochs=6, out=tmp_path / "m.npz", checkpoint=tmp_path / "c.npz",
+                     callbacks=[_blow_up_after(3)], checkpoint_every=3600, **args)
+    exc = caught.value
+    assert exc.checkpoint == tmp_path / "c.npz" and exc.checkpoint_epoch == 3
+    assert np.isfinite(exc.checkpoint_loss)
+    assert not (tmp_path / "m.npz").exists()
+    header = read_model_file(tmp_path / "c.npz")[0]
+    assert header["checkpoint"]["epoch"] == 3 and len(header["history"]["records"]) == 3
+    # It holds the weights of epoch 3 exactly (the blow-up came after the snapshot).
+    assert np.array_equal(load_model(tmp_path / "c.npz").params,
+                          train_recipe("best", epochs=6, callbacks=[_stop_after(3)], **args).network.params)
+
+    # Diverging in the first epoch: nothing of the run to keep.
+    with pytest.raises(TrainingDiverged) as caught:
+        train_recipe("best", epochs=2, checkpoint=tmp_path / "first.npz",
+                     overrides={**args["overrides"], "lr": 1e30, "optimizer": "sgd"}, subset=500)
+    assert caught.value.checkpoint is None and not (tmp_path / "first.npz").exists()
+
+
+def _stop_after(epochs_done):
+    return lambda epoch, record: epoch + 1 == epochs_done
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+def test_memory_estimate_counts_parameters_optimiser_state_and_batches():
+    from digitnet.recipes import training_memory_bytes
+
+    sgd = training_memory_bytes([784, 100, 10], batch_size=10, optimizer="sgd")
+    adam = training_memory_bytes([784, 100, 10], batch_size=10, optimizer="adam")
+    n_params = 784 * 100 + 100 + 100 * 10 + 10
+    assert sgd["n_params"] == n_params
+    assert adam["parameters"] - sgd["parameters"] == 4 * n_params * 4   # two moments, and their copies
+    big_batch = training_memory_bytes([784, 100, 10], batch_size=1000, optimizer="sgd")
+    assert big_batch["steps"] > sgd["steps"] and big_batch["parameters"] == sgd["parameters"]
+    full = training_memory_bytes([784, 100, 10], batch_size=None, n_train=60000)
+    assert full["steps"] > 60000 * 2 * 110 * 4 and full["epoch"] >= 5 * 60000 * 10 * 4
+    huge = training_memory_bytes([784, 100_000_000, 10], batch_size=64)
+    assert huge["total"] > 2**40 and huge["total"] == huge["parameters"] + huge["steps"] + huge["epoch"]
+
+
+def test_memory_check_refuses_before_allocating(monkeypatch):
+    from digitnet import recipes
+
+    monkeypatch.setattr(recipes, "available_memory_bytes", lambda: 2**30)
+    preset = get_preset("best").with_overrides({"sizes": [784, 100_000, 10]})
+    with pytest.raises(DigitnetError, match=r"need about .* GiB .* only 1 GiB is available: "
+                                            r"use fewer or smaller layers"):
+        recipes.check_training_memory(preset)
+    full = get_preset("best").with_overrides({"sizes": [784, 2_000, 10], "batch_size": None})
+    recipes.check_training_memory(full, n_train=1000)
+    with pytest.raises(DigitnetError, match="smaller --batch-size"):
+        recipes.check_training_memory(full, n_train=60000)
+    # train_recipe checks before building the network (which would take 2 × 314 MB here).
+    monkeypatch.setattr(recipes.Preset, "build_network", lambda *a, **k: pytest.fail("allocated"))
+    with pytest.raises(DigitnetError, match="memory"):
+        train_recipe("best", overrides={"sizes": [784, 100_000, 10]})
+    # Unknown available memory: nothing is refused.
+    monkeypatch.setattr(recipes, "available_memory_bytes", lambda: None)
+    recipes.check_training_memory(preset)
+
+
+def test_available_memory_reads_meminfo_and_survives_without_it(monkeypatch, tmp_path):
+    import builtins
+
+    from digitnet import recipes
+
+    value = recipes.available_memory_bytes()
+    assert value is None or value > 0
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24683584 kB\nMemAvailable:    1048576 kB\n")
+    real_open = builtins.open
+
+    def fake_open(name, *args, **kwargs):
+        if name == "/proc/meminfo":
+            return real_open(meminfo, *args, **kwargs)
+        if str(name).startswith("/sys/fs/cgroup"):
+            raise FileNotFoundError(name)
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    assert recipes.available_memory_bytes() == 2**30
+
+    def no_files(name, *args, **kwargs):
+        if name == "/proc/meminfo" or str(name).startswith("/sys/fs/cgroup"):
+            raise FileNotFoundError(name)
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_files)
+    monkeypatch.setattr(os, "sysconf", lambda name: 4096 if name == "SC_PAGE_SIZE" else 1000,
+                        raising=False)
+    assert recipes.available_memory_bytes() == 4096 * 1000
+
+    def no_sysconf(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(os, "sysconf", no_sysconf, raising=False)
+    assert recipes.available_memory_bytes() is None
+    monkeypatch.delattr(os, "sysconf", raising=False)
+    assert recipes.available_memory_bytes() is None
+
+
+# -- where the data came from -------------------------------------------------------------------
+
+def test_a_data_folder_is_recorded_as_its_absolute_path(tmp_path, monkeypatch):
+    from digitnet.recipes import recorded_source
+
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert recorded_source("digits") == str(folder.resolve())
+    assert recorded_source("mnist") == "mnist" and recorded_source("xor") == "xor"
+    assert recorded_source("no-such-thing") == "no-such-thing"

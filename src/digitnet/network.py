@@ -150,6 +150,11 @@ class Network:
         Returns the output layer's ``z_L`` ``(n, n_outputs)``, a view of a
         work array that the next pass over ``n`` rows overwrites.
         """
+        if Y.shape != (len(X), self.sizes[-1]) or X.dtype != self.dtype or Y.dtype != self.dtype:
+            raise DigitnetError(
+                f"backprop takes X ({len(X)}, {self.sizes[0]}) and Y ({len(X)}, {self.sizes[-1]}) of "
+                f"{self.dtype.name}, got {X.dtype.name} {X.shape} and {Y.dtype.name} {Y.shape}: pass "
+                "them through check_inputs and check_targets first (labels become one-hot rows there)")
         activations = self._forward(X)
         work = self._work_arrays(len(X))
         # BP1, the output error: δ_L = ∂C/∂z_L (times scale), (n, n_outputs)
@@ -227,9 +232,11 @@ class Network:
         return total / len(X), correct / len(X)
 
     def backward(self, X, y, l2: float = 0.0, n_train: int | None = None):
-        """Loss and every gradient for a batch.
+        """Loss and every gradient for a batch, from raw inputs and labels.
 
-        Returns ``(loss, gradients)`` where ``gradients`` is a list with one
+        Not the seeds' ``backward`` step (Raschka's takes the cached forward
+        outputs): this checks ``X`` and ``y``, runs the forward pass and
+        :meth:`backprop`, and returns copies.  Returns ``(loss, gradients)`` where ``gradients`` is a list with one
         ``(dW (n_out, n_in), db (n_out,))`` pair per layer (copies).  With
         ``l2`` = λ > 0 the loss includes Nielsen's (λ/2n)·Σ‖W‖², ``n`` being
         ``n_train`` (default: the batch size).
@@ -439,7 +446,9 @@ class WorkArrays:
     large batches, the page faults of fresh memory).  For layer ``l``
     (0-based) with ``k = sizes[l + 1]`` units:
 
-    * ``z[l]`` ``(n, k)``: ``z_l``;
+    * ``z[l]`` ``(n, k)``: ``z_l``, until the activation runs: for a hidden
+      layer it then holds ``a_l`` (unlike Nielsen's ``zs`` list, the ``z``
+      of a hidden layer is not kept);
     * ``a[l]``: where ``a_l = f(z_l)`` is written: ``z[l]`` itself for a
       hidden layer (its ``z_l`` is not needed once ``a_l`` exists), a
       separate ``(n, k)`` array for the output layer, whose ``z_L`` the

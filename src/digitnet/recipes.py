@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.datasets import CLASS_NAMES, DIGIT_CLASSES
-from .errors import DataError, DigitnetError
+from .errors import DataError, DigitnetError, TrainingDiverged
 from .network import Network
 from .optimizers import get_optimizer
 from .schedules import get_schedule
@@ -34,6 +35,7 @@ from .training import Callback, History
 
 __all__ = ["Preset", "PRESETS", "DEFAULT_PRESET", "get_preset", "train_recipe", "TrainResult",
            "TrainingInterrupted", "load_data", "preprocessing_for", "checkpoint_path_for",
+           "training_memory_bytes", "available_memory_bytes", "check_training_memory",
            "XOR_X", "XOR_Y"]
 
 #: The preset ``digitnet train`` uses when none is named.
@@ -318,6 +320,172 @@ def checkpoint_path_for(out) -> Path:
     return out.with_name(out.name + ".ckpt.npz")
 
 
+def recorded_source(data) -> str:
+    """How a model's header records its data source: a folder or file as an absolute path.
+
+    Names of known data sets (``"mnist"``, ``"fashion-mnist"``, ``"xor"``…)
+    stay as they are; a folder of IDX files or a CSV file becomes its
+    absolute path, so ``digitnet evaluate``, ``plot``, ``report`` and
+    ``train --resume`` find it again from any working folder.
+    """
+    text = str(data)
+    if not isinstance(data, (str, os.PathLike)):
+        return text
+    if isinstance(data, str):
+        from .data import datasets
+
+        known = set(getattr(datasets, "_ALIASES", {})) | {"xor"}
+        if text.strip().lower() in known:
+            return text
+    path = Path(text).expanduser()
+    try:
+        return str(path.resolve()) if path.exists() else text
+    except OSError:
+        return text
+
+
+# ---------------------------------------------------------------------------------
+# Memory
+
+#: Parameter-sized arrays an optimiser keeps (momentum's velocity; Adam's two moments).
+_OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}
+#: Rows a model is evaluated on at once (``Network.evaluate``'s chunks).
+_EVAL_ROWS = 8192
+#: Rows of shuffled training inputs gathered at once by the training loop.
+_GATHER_ROWS = 1024
+
+
+def training_memory_bytes(sizes, *, batch_size: int | None, n_train: int = 0, n_eval: int = 0,
+                          optimizer: str = "sgd", l2: float = 0.0, itemsize: int = 4) -> dict:
+    """An estimate of the memory a training run needs, besides the data set itself.
+
+    ``batch_size`` ``None`` is full-batch descent (a batch of ``n_train``
+    rows); ``n_train`` and ``n_eval`` may be 0 when not known yet (their
+    parts then count as nothing).  Returns bytes by part:
+
+    ``parameters``  the parameters and gradients, the training loop's copy of
+                    the last good epoch, the copy kept for Ctrl-C, the
+                    checkpoint's copy (parameters and gradients), the
+                    optimiser's state and its copy, the L2 term's buffer, and
+                    the largest layer's initial weights drawn in float64;
+    ``steps``       each step's arrays: every layer's ``z`` and ``∂loss/∂a``
+                    for a batch, the output layer's activations and δ, and
+                    the gathered (shuffled) input rows;
+    ``epoch``       every step's outputs kept for the epoch's loss, their
+                    activations, the one-hot targets and their shuffled copy,
+                    and a chunk of an evaluation pass;
+    ``total``       the sum;
+
+    and ``n_params``, the number of parameters.
+    """
+    sizes = [int(s) for s in sizes]
+    units = sizes[1:]
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    n_params = sum(n_in * n_out + n_out for n_in, n_out in pairs)
+    n_weights = sum(n_in * n_out for n_in, n_out in pairs)
+    largest = max(n_in * n_out for n_in, n_out in pairs)
+    state = _OPTIMIZER_STATE.get(str(optimizer).lower(), 2)
+    parameters = (n_params * (6 + 2 * state) + (n_weights if l2 else 0)) * itemsize + largest * 8
+    n_train = max(int(n_train or 0), 0)
+    batch = n_train if batch_size is None else min(int(batch_size), n_train or int(batch_size))
+    gathered = min(max(1, _GATHER_ROWS // max(batch, 1)) * batch, n_train or batch)
+    steps = (batch * (2 * sum(units) + 2 * units[-1] + 1) + gathered * sizes[0]) * itemsize
+    chunk = min(_EVAL_ROWS, max(int(n_eval or 0), n_train))
+    epoch = (5 * n_train * units[-1] + chunk * 2 * max(units)) * itemsize
+    return {"parameters": parameters, "steps": steps, "epoch": epoch,
+            "total": parameters + steps + epoch, "n_params": n_params}
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    fields = line.split()
+                    scale = 1024 if len(fields) < 3 or fields[2].lower() == b"kb" else 1
+                    return int(fields[1]) * scale
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _sysconf_available() -> int | None:
+    sysconf = getattr(os, "sysconf", None)
+    if sysconf is None:
+        return None
+    for name in ("SC_AVPHYS_PAGES", "SC_PHYS_PAGES"):
+        try:
+            pages, page_size = sysconf(name), sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, TypeError):
+            continue
+        if isinstance(pages, int) and isinstance(page_size, int) and pages > 0 and page_size > 0:
+            return pages * page_size
+    return None
+
+
+def _cgroup_available() -> int | None:
+    """What a container's memory limit leaves (cgroup v2, else v1); ``None`` without a limit."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            with open(usage_file) as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if not limit.isdigit() or int(limit) >= 2**60:   # "max", or v1's "no limit"
+            return None
+        return max(int(limit) - usage, 0)
+    return None
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process can still use: ``MemAvailable`` from ``/proc/meminfo``, else the
+    free (or total) physical pages ``os.sysconf`` reports, capped by a container's limit;
+    ``None`` when none of these can be read."""
+    found = [value for value in (_meminfo_available() or _sysconf_available(), _cgroup_available())
+             if value is not None]
+    return min(found) if found else None
+
+
+def _size_text(n_bytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n_bytes < 1024 or unit == "PiB":
+            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.3g} {unit}"
+        n_bytes /= 1024
+    return f"{n_bytes:.3g} EiB"  # pragma: no cover
+
+
+def check_training_memory(preset: "Preset", *, n_train: int = 0, n_eval: int = 0,
+                          allocated: int = 0, itemsize: int = 4) -> None:
+    """Raise :class:`DigitnetError` (one line) when ``preset`` cannot fit in memory.
+
+    The estimate of :func:`training_memory_bytes`, less ``allocated`` bytes
+    already in use by the run (and so already out of the available memory),
+    is compared with :func:`available_memory_bytes`; when that cannot be
+    read, nothing is checked.
+    """
+    need = training_memory_bytes(preset.sizes, batch_size=preset.batch_size, n_train=n_train,
+                                 n_eval=n_eval, optimizer=preset.optimizer, l2=preset.l2,
+                                 itemsize=itemsize)
+    available = available_memory_bytes()
+    if available is None or need["total"] - allocated <= available:
+        return
+    biggest = max(("parameters", "steps", "epoch"), key=lambda part: need[part])
+    remedy = {"parameters": "use fewer or smaller layers",
+              "steps": "use a smaller --batch-size" + (" (or --subset)" if preset.batch_size is None
+                                                        else ""),
+              "epoch": "train on fewer images (--subset)"}[biggest]
+    batch = "full batch" if preset.batch_size is None else f"batch {preset.batch_size}"
+    rows = f", {n_train:,} training rows" if n_train else ""
+    raise DigitnetError(
+        f"layers {','.join(map(str, preset.sizes))} ({need['n_params']:,} parameters, "
+        f"{preset.optimizer}, {batch}{rows}) need about {_size_text(need['total'])} of memory to "
+        f"train, but only {_size_text(available)} is available: {remedy}")
+
+
 # ---------------------------------------------------------------------------------
 # Running a recipe
 
@@ -424,17 +592,25 @@ def train_recipe(preset_or_name=DEFAULT_PRESET, *, data=None, seed=0, epochs=Non
         per ``checkpoint_every`` seconds, and always after the last epoch):
         weights, optimiser state, history, epoch and seed, written atomically.
     resume : a checkpoint to continue.  Its recipe, seed, data and subset are
-        used (``preset_or_name``, ``data``, ``seed``, ``subset`` and ``overrides``
-        must be left at their defaults); ``epochs`` may raise the total.  The
+        used (``preset_or_name``, ``data``, ``seed`` and ``subset`` must be left
+        at their defaults, and ``overrides`` may only hold ``"lr"``, a new base
+        learning rate from here on); ``epochs`` may raise the total.  The
         run ends with the weights an uninterrupted run of that many epochs
         would have (for a cosine schedule only if the total is unchanged, as
-        the decay is planned over the total).
+        the decay is planned over the total, and only at the same rate).
 
     Raises
     ------
     DigitnetError
-        A bad recipe, data or path; :class:`~digitnet.errors.TrainingDiverged`
-        when the loss becomes NaN/inf (no model is saved then).
+        A bad recipe, data or path, or a network too large for the memory
+        available (checked before anything big is allocated, see
+        :func:`check_training_memory`).
+    TrainingDiverged
+        When the loss becomes NaN/inf.  No model is saved then; the
+        checkpoint, if one is written, is brought up to the last completed
+        epoch and kept.  The exception's ``checkpoint`` is its path (``None``
+        if no epoch of this run was saved there), ``checkpoint_epoch`` and
+        ``checkpoint_loss`` the epoch it holds and that epoch's training loss.
     TrainingInterrupted
         On Ctrl-C, after saving the last completed epoch to ``out`` (and the
         checkpoint).
@@ -445,9 +621,15 @@ def train_recipe(preset_or_name=DEFAULT_PRESET, *, data=None, seed=0, epochs=Non
     initial_epoch = 0
     resumed_from = None
     if resume is not None:
+        new_lr = (overrides or {}).get("lr")
         preset, data, seed, subset, overrides, network, opt_state, history, initial_epoch = \
             _read_resume(resume, preset_or_name, data, seed, subset, overrides)
         resumed_from = str(resume)
+        if new_lr is not None and new_lr != preset.lr:
+            # A new base rate from here on (after a divergence, say); the optimiser's
+            # state (velocity, moments, steps) carries on.
+            preset = dataclasses.replace(preset, lr=new_lr)
+            overrides = {**overrides, "lr": new_lr}
     else:
         preset = get_preset(DEFAULT_PRESET if preset_or_name is None else preset_or_name)
         preset = preset.with_overrides(overrides)
@@ -475,6 +657,9 @@ def train_recipe(preset_or_name=DEFAULT_PRESET, *, data=None, seed=0, epochs=Non
             _check_writable(path)
 
     if network is None:  # before the data: a bad architecture fails fast
+        # What can be told without the data (parameters, a batch's arrays) is
+        # checked against the free memory before the network is allocated.
+        check_training_memory(preset, n_train=subset or 0)
         network = preset.build_network(seed)
     if preset.data == "xor" and str(data).lower() != "xor":
         raise DigitnetError("the xor preset trains on its built-in table: leave out --data")
@@ -496,8 +681,16 @@ def train_recipe(preset_or_name=DEFAULT_PRESET, *, data=None, seed=0, epochs=Non
                         f"rows of {X_train.shape[1]} values are not square images: train without "
                         "shifts (--shift 0)")
 
+    # And with the data's size known, the rest (per-epoch outputs, full batches);
+    # the network itself is already allocated.
+    check_training_memory(preset, n_train=len(X_train),
+                          n_eval=max(len(X_val) if X_val is not None else 0,
+                                     len(X_test) if X_test is not None else 0),
+                          allocated=network.params.nbytes + network.grads.nbytes,
+                          itemsize=network.params.itemsize)
+
     recipe = {**preset.to_dict(), "overrides": dict(overrides or {}), "seed": seed,
-              "data": str(data), "subset": subset}
+              "data": recorded_source(data), "subset": subset}
     preprocessing = preprocessing_for(preset, dataset.name)
     network.metadata = {"recipe": recipe, "preprocessing": preprocessing}
     if resumed_from:
@@ -523,6 +716,8 @@ def train_recipe(preset_or_name=DEFAULT_PRESET, *, data=None, seed=0, epochs=Non
     if resume is not None:
         keeper.snapshot = (initial_epoch, network.params.copy(), optimizer.state_dict(),
                            [dict(r) for r in history.records])
+        if checkpoint is not None and _same_file(checkpoint, resume):
+            keeper.checkpointed = initial_epoch   # the file already holds that epoch
 
     validation = (X_val, y_val) if X_val is not None and len(X_val) else None
     started = time.perf_counter()
@@ -538,6 +733,9 @@ def train_recipe(preset_or_name=DEFAULT_PRESET, *, data=None, seed=0, epochs=Non
         raise TrainingInterrupted(_save_interrupted(
             keeper, network, history, preset, recipe, preprocessing, out, checkpoint,
             save_checkpoint, time.perf_counter() - started)) from None
+    except TrainingDiverged as exc:
+        _keep_last_good_checkpoint(exc, keeper, checkpoint, save_checkpoint)
+        raise
     seconds = time.perf_counter() - started
 
     test_acc = None if X_test is None else float(network.evaluate(X_test, y_test)[1])
@@ -573,13 +771,46 @@ def _save_interrupted(keeper, network, history, preset, recipe, preprocessing, o
                        checkpoint, epochs_done)
 
 
+def _keep_last_good_checkpoint(exc, keeper, checkpoint, save_checkpoint) -> None:
+    """After a divergence: make sure the checkpoint holds the last completed epoch, and say so on ``exc``.
+
+    Checkpoints are written at most once per ``checkpoint_every`` seconds, so
+    the file may be an epoch or more behind; it is brought up to date here.
+    """
+    exc.checkpoint = exc.checkpoint_epoch = exc.checkpoint_loss = None
+    if checkpoint is None or keeper.snapshot is None or keeper.snapshot[0] < 1:
+        return
+    epochs_done, params, state, records = keeper.snapshot
+    if keeper.checkpointed != epochs_done:
+        try:
+            save_checkpoint(epochs_done, params, state, records)
+        except DigitnetError:
+            if keeper.checkpointed is None:
+                return          # nothing of this run is in the file
+            epochs_done = keeper.checkpointed
+            records = records[:epochs_done]
+        else:
+            keeper.checkpointed = epochs_done
+    exc.checkpoint = checkpoint
+    exc.checkpoint_epoch = epochs_done
+    exc.checkpoint_loss = records[epochs_done - 1].get("loss") if len(records) >= epochs_done else None
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
 def _read_resume(resume, preset_or_name, data, seed, subset, overrides):
     from .modelfile import load_checkpoint
 
-    if overrides or subset is not None or data is not None or seed not in (0, None) or \
+    changed = set(overrides or {}) - {"lr"}
+    if changed or subset is not None or data is not None or seed not in (0, None) or \
             preset_or_name not in (None, DEFAULT_PRESET):
         raise DigitnetError("a resumed run continues the checkpoint's own recipe, data, seed and "
-                            "subset: only the number of epochs can change")
+                            "subset: only the number of epochs and the learning rate can change")
     network, state = load_checkpoint(resume)
     header = network.metadata
     info = header.get("checkpoint")

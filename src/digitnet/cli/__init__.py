@@ -4,7 +4,8 @@ Each subcommand lives in its own module ``digitnet.cli.<name>``, which
 defines ``add_parser(subparsers)``: it adds its subcommand(s) and sets
 ``parser.set_defaults(run=func)``, ``func(args) -> int`` being the exit
 status.  :func:`main` catches user errors (:class:`~digitnet.errors.DigitnetError`)
-and prints them as one line, exit status 2, without a traceback.
+and prints them as one line, exit status 2, without a traceback; so is
+running out of memory (``MemoryError``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("digitnet: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as exc:
+        # numpy's _ArrayMemoryError says how much and for what shape: keep that line.
+        detail = " ".join(str(exc).split())
+        print_error(f"out of memory{': ' + detail if detail else ''}; use fewer or smaller layers, "
+                    "a smaller --batch-size or --subset, or free some memory")
+        return 2
     except BrokenPipeError:
         # `digitnet presets | head`: the reader left; nothing more to say.
         _silence_stdout()

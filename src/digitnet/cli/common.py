@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 
 
@@ -96,8 +97,19 @@ def batch_size(text: str):
 
 
 def layer_sizes(text: str) -> list[int]:
-    """``784,100,10`` → ``[784, 100, 10]``."""
-    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+    """``784,100,10`` → ``[784, 100, 10]`` (``784, 100, 10`` and ``784 100 10`` too).
+
+    An empty field (``784,,10``, a trailing comma) is an error, not a layer
+    silently dropped.
+    """
+    stripped = text.strip()
+    if not stripped:
+        raise argparse.ArgumentTypeError("is empty: give one whole number per layer, like 784,100,10")
+    parts = re.split(r"\s*,\s*|\s+", stripped)
+    if "" in parts:
+        raise argparse.ArgumentTypeError(
+            f"has an empty field in {text!r}: give one whole number per layer, separated by "
+            "commas, like 784,100,10")
     try:
         sizes = [int(p) for p in parts]
     except ValueError:

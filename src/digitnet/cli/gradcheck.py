@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DigitnetError
+from ..errors import DataError, DigitnetError
 from ..modelfile import input_scale
 from .common import add_command, load_model, nonnegative_int, positive_float, positive_int
 
@@ -38,6 +38,9 @@ def add_parser(subparsers):
                    help="largest relative error that passes (default 1e-6)")
     p.add_argument("--seed", type=nonnegative_int, default=0, metavar="N",
                    help="seeds the network (presets) and the choice of entries")
+    p.add_argument("--data", metavar="SOURCE",
+                   help="where the samples come from: mnist, fashion-mnist, kmnist, a folder of "
+                        "IDX files or a labelled .csv (default: the model's or preset's data)")
     return p
 
 
@@ -61,7 +64,16 @@ def run(args) -> int:
         network = preset.build_network(args.seed)
         source, scale, l2 = preset.data, preset.scale, preset.l2
         what = f"preset {preset.name} (untrained, seed {args.seed})"
-    dataset = load_data(source, scale=scale)
+    if args.data:
+        source = args.data
+    try:
+        dataset = load_data(source, scale=scale)
+    except DataError as exc:
+        if args.data:
+            raise
+        raise DataError(f"cannot load {source}, the data of {what} ({exc}); give "
+                        "samples with --data DIR (a folder of IDX files), --data FILE.csv or "
+                        "--data NAME") from None
     X, y = dataset.X_train[: args.samples], dataset.y_train[: args.samples]
     if X.shape[1] != network.sizes[0]:
         raise DigitnetError(f"{source} has {X.shape[1]} values per sample but the network takes "
