@@ -617,3 +617,25 @@ def test_a_model_trained_on_a_data_folder_can_be_plotted_and_reported(cli_env, t
                      "--out", "again.png", cwd=work)
     assert found.returncode == 0, found.stderr
     assert (work / "again.png").exists()
+
+
+def test_choices_and_optimizer_settings_come_from_the_registries(capsys):
+    from digitnet.activations import ACTIVATIONS
+    from digitnet.cli import main
+    from digitnet.optimizers import OPTIMIZERS, all_hyperparameters
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    for name in [*ACTIVATIONS, *OPTIMIZERS]:
+        assert name in help_text
+    for setting in all_hyperparameters():
+        assert f"--{setting}" in help_text
+    # a setting the chosen optimiser does not take: one line, exit 2, before any training
+    assert main(["train", "--preset", "xor", "--beta1", "0.5", "--no-checkpoint"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "digitnet: error: the sgd optimizer has no setting beta1: it takes nothing besides the learning rate"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--activation", "swish"])
+    assert exit_info.value.code == 2
+    assert "unknown activation 'swish'" in capsys.readouterr().err

@@ -98,7 +98,32 @@ def test_overrides_keep_activations_when_layers_change():
     assert relu.activations == ("relu", "softmax")
     assert get_preset("nielsen").activations == ("sigmoid", "sigmoid")  # presets are not changed
     with pytest.raises(DigitnetError, match="unknown recipe fields"):
-        get_preset("best").with_overrides({"momentum": 0.5})
+        get_preset("best").with_overrides({"colour": 0.5})
+
+
+def test_optimizer_hyperparameters_are_recipe_settings():
+    best = get_preset("best")
+    assert best.optimizer_options == {"momentum": 0.9}
+    faster = best.with_overrides({"momentum": 0.95})
+    assert faster.optimizer_options == {"momentum": 0.95} and faster.make_optimizer().momentum == 0.95
+    # a new optimiser drops the settings it does not take, and keeps the ones given with it
+    adam = best.with_overrides({"optimizer": "adam", "beta2": 0.99})
+    assert adam.optimizer_options == {"beta2": 0.99}
+    assert (adam.make_optimizer().beta1, adam.make_optimizer().beta2) == (0.9, 0.99)
+    with pytest.raises(DigitnetError, match="the sgd optimizer has no setting momentum"):
+        get_preset("nielsen").with_overrides({"momentum": 0.5}).check()
+    with pytest.raises(DigitnetError, match="momentum must be below 1"):
+        best.with_overrides({"momentum": 1.5}).check()
+
+
+def test_a_recipe_s_optimizer_settings_change_the_run_and_are_recorded(tmp_path):
+    runs = {}
+    for mu in (0.5, 0.9):
+        runs[mu] = train_recipe("best", subset=640, epochs=1, overrides={"momentum": mu, "shift": 0},
+                                out=tmp_path / f"m{mu}.npz", checkpoint=None)
+    assert not np.array_equal(runs[0.5].network.params, runs[0.9].network.params)
+    recipe = load_model(tmp_path / "m0.5.npz").metadata["recipe"]
+    assert recipe["optimizer_options"] == {"momentum": 0.5}
 
 
 @pytest.mark.parametrize("change, message", [

@@ -51,6 +51,11 @@ class Optimizer:
     """
 
     name = "optimizer"
+    #: the optimiser's own settings besides η, with a line of help each (the
+    #: command line's flags and the presets' ``optimizer_options`` come from these)
+    hyperparameters: dict[str, str] = {}
+    #: parameter-sized arrays the optimiser keeps between steps (for memory estimates)
+    state_arrays = 0
 
     def __init__(self, lr: float):
         self.lr = _check_positive("learning rate", lr)
@@ -135,6 +140,8 @@ class Momentum(SGD):
     """
 
     name = "momentum"
+    hyperparameters = {"momentum": "μ, the share of the last step that carries over (default 0.9)"}
+    state_arrays = 1
 
     def __init__(self, lr: float, momentum: float = 0.9, nesterov: bool = False):
         super().__init__(lr)
@@ -189,6 +196,10 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    hyperparameters = {"beta1": "β₁, decay of the mean of the gradients (default 0.9)",
+                       "beta2": "β₂, decay of the mean of their squares (default 0.999)",
+                       "eps": "ε, added to √ŝ so that no step divides by zero (default 1e-8)"}
+    state_arrays = 2
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8):
@@ -245,15 +256,41 @@ class Adam(Optimizer):
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adam": Adam}
 
 
-def get_optimizer(spec, lr: float | None = None, **kwargs) -> Optimizer:
-    """An optimiser from a name (``"adam"``) or an instance; ``lr`` defaults per optimiser."""
+def get_optimizer(spec, lr: float | None = None, **options) -> Optimizer:
+    """An optimiser from a name (``"adam"``) or an instance; ``lr`` defaults per optimiser.
+
+    ``options`` are the optimiser's :attr:`~Optimizer.hyperparameters`
+    (``momentum=0.95``, ``beta2=0.99``…); one it does not take is an error.
+    """
     if isinstance(spec, Optimizer):
         return spec
     if isinstance(spec, str) and spec.lower() in OPTIMIZERS:
         cls = OPTIMIZERS[spec.lower()]
+        check_options(cls.name, options)
         if lr is None:
             lr = 1e-3 if cls is Adam else 0.1
-        return cls(lr, **kwargs)
+        return cls(lr, **options)
     raise DigitnetError(
         f"unknown optimizer {spec!r}: choose one of {', '.join(OPTIMIZERS)}"
     )
+
+
+def check_options(name: str, options: dict) -> dict:
+    """``options`` if optimiser ``name`` takes every one of them; a one-line error otherwise."""
+    cls = OPTIMIZERS.get(str(name).lower())
+    if cls is None:
+        raise DigitnetError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
+    wrong = sorted(set(options) - set(cls.hyperparameters))
+    if wrong:
+        takes = ", ".join(cls.hyperparameters) or "nothing besides the learning rate"
+        raise DigitnetError(f"the {cls.name} optimizer has no setting {', '.join(wrong)}: it takes {takes}")
+    return dict(options)
+
+
+def all_hyperparameters() -> dict[str, tuple[str, list[str]]]:
+    """Every optimiser setting: name → (help, the optimisers that take it)."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    for name, cls in OPTIMIZERS.items():
+        for key, text in cls.hyperparameters.items():
+            out.setdefault(key, (text, []))[1].append(name)
+    return out

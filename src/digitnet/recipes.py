@@ -21,7 +21,7 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ import numpy as np
 from .data.datasets import CLASS_NAMES, DIGIT_CLASSES
 from .errors import DataError, DigitnetError, TrainingDiverged
 from .network import Network
-from .optimizers import get_optimizer
+from .optimizers import OPTIMIZERS, all_hyperparameters, check_options, get_optimizer
 from .schedules import get_schedule
 from .training import Callback, History
 
@@ -62,7 +62,10 @@ class Preset:
     ``"test"``, or ``"validation"`` where the source reports its dev set.
     ``shift`` > 0 moves every training image by a random whole number of
     pixels, up to ``shift`` each way, afresh every epoch
-    (:class:`digitnet.augment.RandomShift`).
+    (:class:`digitnet.augment.RandomShift`).  ``optimizer_options`` sets
+    the optimiser's own hyperparameters (``{"momentum": 0.95}``,
+    ``{"beta2": 0.99}``…; see :attr:`digitnet.optimizers.Optimizer.hyperparameters`);
+    those not given keep the optimiser's defaults.
     """
 
     name: str
@@ -84,6 +87,7 @@ class Preset:
     notes: str = ""
     reported_on: str = "test"
     shift: int = 0
+    optimizer_options: dict = field(default_factory=dict)
 
     # -- derived ------------------------------------------------------------------
     @property
@@ -119,13 +123,23 @@ class Preset:
     def with_overrides(self, overrides: dict | None) -> "Preset":
         """A copy with some fields replaced.
 
-        Keys are field names, plus ``activation`` (every hidden layer) and
-        ``output`` (the output layer).  Changing ``sizes`` keeps the hidden
-        and output activations, however many hidden layers there now are.
+        Keys are field names, plus ``activation`` (every hidden layer),
+        ``output`` (the output layer) and any optimiser hyperparameter
+        (``momentum``, ``beta1``…, merged into ``optimizer_options``).
+        Changing ``sizes`` keeps the hidden and output activations, however
+        many hidden layers there now are; changing ``optimizer`` drops the
+        preset's options that the new optimiser does not take.
         """
         if not overrides:
             return self
         changes = dict(overrides)
+        options = dict(changes.pop("optimizer_options", None) or self.optimizer_options)
+        given = {k: changes.pop(k) for k in list(changes) if k in all_hyperparameters()}
+        optimizer = changes.get("optimizer", self.optimizer)
+        if optimizer != self.optimizer and str(optimizer).lower() in OPTIMIZERS:
+            takes = OPTIMIZERS[str(optimizer).lower()].hyperparameters
+            options = {k: v for k, v in options.items() if k in takes}
+        changes["optimizer_options"] = {**options, **given}
         hidden = changes.pop("activation", None) or self.hidden_activation
         output = changes.pop("output", None) or self.output_activation
         sizes = tuple(changes.pop("sizes", self.sizes))
@@ -143,12 +157,18 @@ class Preset:
         return Network(list(self.sizes), activations=list(self.activations), loss=self.loss,
                        init=self.init, dtype=dtype, seed=seed)
 
+    def make_optimizer(self):
+        """The recipe's optimiser, with its learning rate and options."""
+        return get_optimizer(self.optimizer, self.lr, **self.optimizer_options)
+
     def check(self) -> None:
         """Raise :class:`DigitnetError` if a training field cannot work.
 
         The architecture fields are checked by :meth:`build_network`.
         """
-        get_optimizer(self.optimizer, self.lr)
+        if not isinstance(self.optimizer_options, dict):
+            raise DigitnetError(f"optimizer_options must be a mapping, got {self.optimizer_options!r}")
+        get_optimizer(self.optimizer, self.lr, **check_options(self.optimizer, self.optimizer_options))
         get_schedule(self.schedule, self.epochs)
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise DigitnetError(f"epochs must be a whole number ≥ 1, got {self.epochs!r}")
@@ -250,7 +270,7 @@ _PRESET_LIST = [
         published="none (our target: ≥ 98.5% on the test set in a minute)",
         sizes=(784, 256, 128, 10), activations=("relu", "relu", "softmax"),
         loss="cross_entropy", init="he", optimizer="nesterov", lr=0.1, batch_size=64, epochs=15,
-        l2=6.0, schedule="cosine", split="standard", shift=1,
+        l2=6.0, schedule="cosine", split="standard", shift=1, optimizer_options={"momentum": 0.9},
         notes="Two ReLU layers with He init, softmax with cross-entropy, Nesterov momentum (0.9) "
               "at lr 0.1 decayed to 0 along a cosine, mini-batches of 64, L2 λ = 6 (λ/n = 1e-4, "
               "PyTorch's weight_decay=1e-4), all 60,000 training images, each moved by a random "
@@ -347,8 +367,6 @@ def recorded_source(data) -> str:
 # ---------------------------------------------------------------------------------
 # Memory
 
-#: Parameter-sized arrays an optimiser keeps (momentum's velocity; Adam's two moments).
-_OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}
 #: Rows a model is evaluated on at once (``Network.evaluate``'s chunks).
 _EVAL_ROWS = 8192
 #: Rows of shuffled training inputs gathered at once by the training loop.
@@ -384,7 +402,8 @@ def training_memory_bytes(sizes, *, batch_size: int | None, n_train: int = 0, n_
     n_params = sum(n_in * n_out + n_out for n_in, n_out in pairs)
     n_weights = sum(n_in * n_out for n_in, n_out in pairs)
     largest = max(n_in * n_out for n_in, n_out in pairs)
-    state = _OPTIMIZER_STATE.get(str(optimizer).lower(), 2)
+    # parameter-sized arrays the optimiser keeps (momentum's velocity; Adam's two moments)
+    state = getattr(OPTIMIZERS.get(str(optimizer).lower()), "state_arrays", 2)
     parameters = (n_params * (6 + 2 * state) + (n_weights if l2 else 0)) * itemsize + largest * 8
     n_train = max(int(n_train or 0), 0)
     batch = n_train if batch_size is None else min(int(batch_size), n_train or int(batch_size))
@@ -696,7 +715,7 @@ def train_recipe(preset_or_name=DEFAULT_PRESET, *, data=None, seed=0, epochs=Non
     if resumed_from:
         recipe["resumed_from"] = resumed_from
 
-    optimizer = get_optimizer(preset.optimizer, preset.lr)
+    optimizer = preset.make_optimizer()
     if opt_state:
         optimizer.load_state_dict(opt_state)
 
@@ -705,7 +724,7 @@ def train_recipe(preset_or_name=DEFAULT_PRESET, *, data=None, seed=0, epochs=Non
     def save_checkpoint(epochs_done, params, state, records):
         snap = network.copy()
         snap.params[...] = params
-        opt = get_optimizer(preset.optimizer, preset.lr)
+        opt = preset.make_optimizer()
         opt.load_state_dict(state)
         hist = History([dict(r) for r in records], seed)
         save_model(checkpoint, snap, recipe=recipe, preprocessing=preprocessing, history=hist,

@@ -85,6 +85,29 @@ def shift_pixels(text: str) -> int:
 FULL_BATCH = "full"
 
 
+def registry_name(kind: str, resolve):
+    """An argparse type for a name in one of the core's registries.
+
+    ``resolve`` is the registry's own lookup (``get_activation``,
+    ``resolve_initializer``…), so aliases work as they do in Python and an
+    unknown name gets the registry's own one-line list of choices.
+    """
+    def check(text: str) -> str:
+        try:
+            resolve(text)
+        except DigitnetError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    check.__name__ = kind      # argparse names the type in some messages
+    return check
+
+
+def names_help(text: str, names) -> str:
+    """Help text ending in the registry's names: ``'text: a, b, c'``."""
+    return f"{text}: {', '.join(names)}"
+
+
 def batch_size(text: str):
     """A whole number ≥ 1, or ``full`` (every training sample in one step)."""
     if text.strip().lower() in ("full", "all", "none"):

@@ -9,9 +9,16 @@ import signal
 import sys
 from pathlib import Path
 
+from ..activations import ACTIVATIONS, get_activation
+from ..data.datasets import SPLITS
 from ..errors import DigitnetError, TrainingDiverged
-from .common import (FULL_BATCH, add_command, batch_size, layer_sizes, nonnegative_float,
-                     nonnegative_int, percent, positive_float, positive_int, shift_pixels)
+from ..initializers import INITIALIZERS, resolve_initializer
+from ..losses import LOSSES, get_loss
+from ..optimizers import OPTIMIZERS, all_hyperparameters, get_optimizer
+from ..schedules import SCHEDULES
+from .common import (FULL_BATCH, add_command, batch_size, layer_sizes, names_help,
+                     nonnegative_float, nonnegative_int, percent, positive_float, positive_int,
+                     registry_name, shift_pixels)
 
 EXAMPLES = """\
   digitnet train                                  the 'best' preset: 98.9-99.0% on the test set in under a minute
@@ -55,24 +62,30 @@ def add_parser(subparsers):
     r = p.add_argument_group("recipe (each overrides the preset's value)")
     r.add_argument("--layers", type=layer_sizes, metavar="SIZES",
                    help="units per layer, input first, e.g. 784,100,10")
-    r.add_argument("--activation", metavar="NAME", help="hidden layers: relu, sigmoid, tanh, identity")
-    r.add_argument("--output", metavar="NAME", help="output layer: softmax, sigmoid, identity")
-    r.add_argument("--loss", metavar="NAME",
-                   help="cross_entropy (ce), binary_cross_entropy (bce), quadratic, mse")
-    r.add_argument("--init", metavar="NAME",
-                   help="normal, normal_scaled, normal_0.1, uniform, glorot, he")
-    r.add_argument("--optimizer", metavar="NAME", help="sgd, momentum, nesterov, adam")
+    activation = registry_name("activation", get_activation)
+    r.add_argument("--activation", metavar="NAME", type=activation,
+                   help=names_help("hidden layers", ACTIVATIONS))
+    r.add_argument("--output", metavar="NAME", type=activation,
+                   help=names_help("output layer", ACTIVATIONS))
+    r.add_argument("--loss", metavar="NAME", type=registry_name("loss", get_loss),
+                   help=names_help("loss", LOSSES))
+    r.add_argument("--init", metavar="NAME", type=registry_name("init", resolve_initializer),
+                   help=names_help("initial weights", INITIALIZERS))
+    r.add_argument("--optimizer", metavar="NAME", type=registry_name("optimizer", get_optimizer),
+                   help=names_help("optimiser", OPTIMIZERS))
+    for name, (text, takers) in all_hyperparameters().items():
+        r.add_argument(f"--{name}", type=float, metavar="VALUE",
+                       help=f"{text}; for {', '.join(takers)}")
     r.add_argument("--lr", type=positive_float, metavar="RATE", help="learning rate (> 0)")
     r.add_argument("--batch-size", type=batch_size, metavar="N",
                    help="samples per step, or 'full' for full-batch gradient descent")
     r.add_argument("--epochs", type=positive_int, metavar="N", help="passes over the training data")
     r.add_argument("--l2", type=nonnegative_float, metavar="LAMBDA",
                    help="L2 strength λ (Nielsen's: the loss gains (λ/2n)·Σw²)")
-    r.add_argument("--schedule", choices=("constant", "step", "cosine"),
-                   help="learning-rate schedule")
+    r.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule")
     r.add_argument("--scale", choices=("unit", "symmetric"),
                    help="pixels in [0, 1] (unit) or [-1, 1] (symmetric)")
-    r.add_argument("--split", choices=("standard", "nielsen", "raschka", "zhang"),
+    r.add_argument("--split", choices=list(SPLITS),
                    help="how the training images are split into training and validation")
     r.add_argument("--shift", type=shift_pixels, metavar="PIXELS",
                    help="move each training image by up to this many pixels, at random, "
@@ -98,6 +111,9 @@ def add_parser(subparsers):
 
 def _overrides(args) -> dict:
     overrides = {}
+    for name in all_hyperparameters():
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     for flag in _RECIPE_FLAGS:
         value = getattr(args, flag)
         if value is None or flag == "epochs":
