@@ -357,10 +357,32 @@ def test_wrong_method(client, method):
     assert "POST" in body["detail"]
 
 
-@pytest.mark.parametrize("query, status", [("index=-1", 422), ("index=10000", 422), ("index=seven", 422),
-                                           ("index=1e3", 422)])
+@pytest.mark.parametrize("query, status", [
+    ("index=-1", 422), ("index=10000", 422), ("index=seven", 422), ("index=1e3", 422), ("index=", 422),
+    # What the schema's integer does not allow, though int() or pydantic would read it:
+    ("index=05", 422), ("index=%2B5", 422), ("index=%205", 422), ("index=5.0", 422), ("index=5_0", 422),
+    ("index=1&index=2", 422), ("index=" + "9" * 5000, 422),
+])
 def test_bad_sample_index(client, query, status):
-    assert_one_line_error(client.get(f"/api/sample?{query}"), status)
+    body = assert_one_line_error(client.get(f"/api/sample?{query}"), status)
+    assert "index" in body["detail"]
+
+
+def test_ink_threshold_is_the_same_with_and_without_preprocess(client):
+    """Blank means no pixel reaches 0.1 (the schema's rule), compared as sent, not as float32."""
+    def post(value, preprocess, where=400):
+        x = [0.0] * 784
+        x[where] = value
+        return client.post("/api/predict", json={"pixels": x, "preprocess": preprocess})
+
+    below = float(np.nextafter(0.1, 0))  # float32(below) == float32(0.1)
+    for preprocess in (False, True):
+        assert post(0.1, preprocess).status_code == 200
+        assert assert_one_line_error(post(below, preprocess), 422)["blank"] is True
+    # Pixels are ink on background 0 by contract: ink on the border, or everywhere, is a drawing.
+    assert post(1.0, True, where=0).status_code == 200
+    full = client.post("/api/predict", json={"pixels": [1.0] * 784, "preprocess": True})
+    assert full.status_code == 200 and max(full.json()["input"]) == 1
 
 
 def test_unknown_path(client):

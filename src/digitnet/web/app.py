@@ -6,29 +6,36 @@ line saying what is wrong>"}`` with a 4xx status, never a 500 for bad input):
 ``GET /``
     The drawing page (``static/index.html``); ``/static/*`` its script and style.
 ``POST /api/predict``
-    Body: the canvas as an image (``Content-Type: image/png``; any format
-    :func:`digitnet.imaging.read_image` reads) **or** JSON
-    ``{"pixels": [784 numbers in 0..1], "preprocess": false}`` -- a 28x28
-    digit, row by row, ink = 1, as the network takes it (``preprocess: true``
-    runs MNIST's normalisation on it first).  Images go through
-    :func:`digitnet.imaging.preprocess_image`, the same code as
-    ``digitnet predict``.  Answer (see :class:`Prediction`)::
+    Body: the canvas as an image (``Content-Type: image/png``, or any
+    ``image/*``; any format :func:`digitnet.imaging.read_image` reads) **or**
+    JSON ``{"pixels": [784 numbers in 0..1], "preprocess": false}`` -- a 28x28
+    digit, row by row (or 28 rows of 28), ink = 1 on background 0, as the
+    network takes it (``preprocess: true`` runs MNIST's normalisation on it
+    first).  Images go through :func:`digitnet.imaging.preprocess_image`, the
+    same code as ``digitnet predict``.  Answer (schema ``Prediction``)::
 
         {"blank": false, "digit": 7, "label": "7", "confidence": 0.98,
          "probabilities": [10 floats], "input": [784 floats in 0..1],
          "activations": [[n_1 floats], ..., [n_{L-1} floats]]}
 
-    A blank drawing is ``422 {"detail": "the image is blank: ...", "blank": true}``.
+    A blank drawing (an image of one colour; pixels of which none reaches
+    ``MIN_CONTRAST``, 0.1) is ``422 {"detail": "the image is blank: ...",
+    "blank": true}``.
 ``GET /api/sample?index=I``
-    MNIST test digit ``I`` (random when omitted):
-    ``{"index", "label", "pixels": [784], "count", "dataset"}``.
+    Test digit ``I`` (0 to count - 1, in plain digits; random when omitted)
+    of the model's data set: ``{"index", "label", "pixels": [784], "count",
+    "dataset"}``.
 ``GET /api/model``
     The model: layers, parameter count, recipe, preprocessing and its accuracy
     on the test set (measured on first request).
 ``GET /openapi.json``
-    The OpenAPI schema.  The interactive ``/docs`` pages are switched off:
-    they load their scripts from a CDN, and this server loads nothing from
-    outside.
+    The OpenAPI 3.1 schema (:func:`openapi_document`).  It states every rule
+    the handlers enforce -- lengths, ranges, the size of the test set, the
+    content types, every status each route answers -- so that a request
+    that follows it is accepted and one that breaks it gets a 4xx; the
+    tests check this with Schemathesis.  The interactive ``/docs`` pages are
+    switched off: they load their scripts from a CDN, and this server loads
+    nothing from outside.
 
 Limits: request bodies over ``max_body_bytes`` (1 MB) are refused with 413,
 checked against Content-Length before reading and again while the body
@@ -42,16 +49,16 @@ import json
 import logging
 import math
 import random
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -123,43 +130,260 @@ def _is_blank_error(exc: ImageError) -> bool:
 
 
 # --------------------------------------------------------------------------
-# Schemas (for /openapi.json; answers are built as plain dicts)
+# The OpenAPI document
+#
+# Written out by hand rather than derived from the handlers' signatures: the
+# handlers check more than Python types can say (784 numbers in 0..1 with
+# some ink among them, an index below the size of the test set), and the
+# schema states every one of those rules, so that a client -- or a fuzzer --
+# that follows it is never refused, and one that breaks it always is.
+
+#: The parts of the schema that do not depend on the model or the data set.
+_PIXEL = {"type": "number", "minimum": 0, "maximum": 1}
+#: A pixel with enough ink to count: a drawing needs at least one (else it is blank).
+_INKED_PIXEL = {"type": "number", "minimum": imaging.MIN_CONTRAST, "maximum": 1}
 
 
-class Prediction(BaseModel):
-    """What ``POST /api/predict`` answers for a drawing with a digit in it."""
-
-    blank: bool = Field(False, description="always false here; blank drawings get a 422")
-    digit: int = Field(..., description="index of the most likely class (the digit itself for MNIST)")
-    label: str = Field(..., description="that class's name from the model file, e.g. \"7\"")
-    confidence: float = Field(..., description="probability of that class, 0..1")
-    probabilities: list[float] = Field(..., description="one probability per class (10), summing to 1")
-    input: list[float] = Field(
-        ..., description="784 values in 0..1: the 28x28 image as the network received it, row by row, ink = 1")
-    activations: list[list[float]] = Field(
-        ..., description="each hidden layer's activations, first hidden layer first")
+def _number_list(n: int, item: dict, description: str | None = None) -> dict:
+    schema = {"type": "array", "minItems": n, "maxItems": n, "items": item}
+    if description:
+        schema["description"] = description
+    return schema
 
 
-class PixelsRequest(BaseModel):
-    """JSON body of ``POST /api/predict``."""
+def _error_schema() -> dict:
+    return {
+        "type": "object",
+        "title": "Error",
+        "description": "Every refusal (4xx): one line saying what is wrong and what to do.",
+        "required": ["detail"],
+        "additionalProperties": False,
+        "properties": {
+            "detail": {"type": "string", "minLength": 1, "pattern": "^[^\\r\\n]+$",
+                       "description": "one line: what is wrong and what to do"},
+            "blank": {"const": True, "description": "present (true) only when the drawing is blank"},
+        },
+    }
 
-    pixels: list[float] = Field(
-        ..., description="784 numbers in 0..1 (or 28 rows of 28): a 28x28 digit, row by row, ink = 1")
-    preprocess: bool = Field(
-        False, description="run MNIST's normalisation (crop, 20x20 box, centre of mass) first")
+
+def _pixels_request_schema() -> dict:
+    ink = (f"at least one pixel must be {imaging.MIN_CONTRAST:g} or more, "
+           "or the drawing is blank (422 with \"blank\": true)")
+    flat = _number_list(N_PIXELS, _PIXEL, f"{N_PIXELS} numbers in 0..1, row by row; {ink}")
+    flat["contains"] = _INKED_PIXEL
+    rows = _number_list(SIDE, _number_list(SIDE, _PIXEL), f"{SIDE} rows of {SIDE} numbers in 0..1; {ink}")
+    rows["contains"] = {"type": "array", "contains": _INKED_PIXEL}
+    return {
+        "type": "object",
+        "title": "PixelsRequest",
+        "description": "A 28x28 digit, ink = 1 on background 0, as MNIST stores it.  No other fields.",
+        "required": ["pixels"],
+        "additionalProperties": False,
+        "properties": {
+            "pixels": {"anyOf": [flat, rows],
+                       "description": "the digit, row by row: 784 numbers, or 28 rows of 28"},
+            "preprocess": {"type": "boolean", "default": False,
+                           "description": "run MNIST's normalisation (crop, 20x20 box, centre of mass) first"},
+        },
+    }
 
 
-class ErrorAnswer(BaseModel):
-    detail: str = Field(..., description="one line: what is wrong and what to do")
-    blank: bool | None = Field(None, description="true when the drawing is blank")
+def _prediction_schema(reader: "_Reader") -> dict:
+    n_classes = len(reader.classes)
+    hidden = list(reader.network.sizes[1:-1])
+    return {
+        "type": "object",
+        "title": "Prediction",
+        "required": ["blank", "digit", "label", "confidence", "probabilities", "input", "activations"],
+        "additionalProperties": False,
+        "properties": {
+            "blank": {"const": False, "description": "always false here; blank drawings get a 422"},
+            "digit": {"type": "integer", "minimum": 0, "maximum": n_classes - 1,
+                      "description": "index of the most likely class (the digit itself for MNIST)"},
+            "label": {"type": "string", "enum": sorted(set(reader.classes)),
+                      "description": "that class's name from the model file, e.g. \"7\""},
+            "confidence": {**_PIXEL, "description": "probability of that class"},
+            "probabilities": _number_list(n_classes, _PIXEL, "one probability per class, summing to 1"),
+            "input": _number_list(N_PIXELS, _PIXEL, "the 28x28 image the network received, row by row, "
+                                                     "in 0..1 (before the model's input scale)"),
+            "activations": {
+                # One list per hidden layer, of that layer's size.  (prefixItems
+                # would pin each list's length to its place, but not every
+                # OpenAPI tool reads it yet.)
+                "type": "array", "minItems": len(hidden), "maxItems": len(hidden),
+                "items": {"anyOf": [_number_list(n, {"type": "number"}) for n in sorted(set(hidden))]}
+                if hidden else {"type": "array"},
+                "description": "each hidden layer's activations, first hidden layer first "
+                               f"({', '.join(map(str, hidden)) or 'no hidden layers'} units)",
+            },
+        },
+    }
 
 
-class Sample(BaseModel):
-    index: int
-    label: int
-    pixels: list[float] = Field(..., description="784 values in 0..1, row by row, ink = 1")
-    count: int = Field(..., description="number of test images")
-    dataset: str
+def _sample_schema(dataset: str, count: int | None) -> dict:
+    index = {"type": "integer", "minimum": 0}
+    if count is not None:
+        index["maximum"] = count - 1
+    return {
+        "type": "object",
+        "title": "Sample",
+        "required": ["index", "label", "pixels", "count", "dataset"],
+        "additionalProperties": False,
+        "properties": {
+            "index": index,
+            "label": {"type": "integer", "minimum": 0},
+            "pixels": _number_list(N_PIXELS, _PIXEL, "the test image in 0..1, row by row, ink = 1"),
+            "count": ({"const": count} if count is not None else {"type": "integer", "minimum": 1})
+            | {"description": "number of test images"},
+            "dataset": {"const": dataset},
+        },
+    }
+
+
+def _model_schema() -> dict:
+    count = {"type": "integer", "minimum": 0}
+    names = {"type": "array", "items": {"type": "string"}}
+    from_file = "as the model file's header has it"
+    return {
+        "type": "object",
+        "title": "Model",
+        "required": ["path", "sizes", "hidden_layers", "activations", "loss", "dtype", "n_params", "layers",
+                     "classes", "input_scale", "preprocessing", "recipe", "created", "digitnet_version",
+                     "history", "accuracy"],
+        "additionalProperties": False,
+        "properties": {
+            "path": {"type": ["string", "null"], "description": "the model file, when it came from one"},
+            "sizes": {"type": "array", "minItems": 2, "items": {"type": "integer", "minimum": 1}},
+            "hidden_layers": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+            "activations": names,
+            "loss": {"type": "string"},
+            "dtype": {"type": "string"},
+            "n_params": count,
+            "layers": {"type": "array", "items": {
+                "type": "object",
+                "required": ["index", "n_in", "n_out", "activation", "init", "params"],
+                "additionalProperties": False,
+                "properties": {"index": {"type": "integer", "minimum": 1}, "n_in": count, "n_out": count,
+                               "activation": {"type": "string"}, "init": {"type": "string"},
+                               "params": count},
+            }},
+            "classes": names,
+            "input_scale": {"enum": ["unit", "symmetric"]},
+            "preprocessing": {"type": "object", "description": from_file},
+            "recipe": {"description": from_file},
+            "created": {"description": from_file},
+            "digitnet_version": {"description": from_file},
+            "history": {"type": ["object", "null"], "description": "the last epoch's record, if saved"},
+            "accuracy": {
+                "type": "object",
+                "required": ["test", "dataset", "n_test"],
+                "additionalProperties": False,
+                "properties": {
+                    "test": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                             "description": "accuracy on the whole test set; null when it is unavailable"},
+                    "dataset": {"type": "string"},
+                    "n_test": count,
+                    "reason": {"type": "string", "description": "why test is null"},
+                },
+            },
+        },
+    }
+
+
+def _json_answer(ref: str, description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def openapi_document(reader: "_Reader", *, dataset: str, count: int | None,
+                     max_body_bytes: int, max_image_side: int) -> dict:
+    """The OpenAPI 3.1 document of the API served for ``reader``'s model.
+
+    ``count`` is the number of test images ``/api/sample`` serves (None when
+    the data set cannot be loaded: every sample is then a 503).
+    """
+    error = "Error"
+    image = {
+        # The size limit is on the body's bytes (x-max-body-bytes), which JSON
+        # Schema's maxLength, a count of characters, does not measure.
+        "schema": {"type": "string", "format": "binary", "minLength": 1},
+        "x-max-body-bytes": max_body_bytes,
+        "x-max-image-side": max_image_side,
+        "description": (
+            f"The image file's bytes, 1 to {max_body_bytes:,} of them, in a format the server reads ("
+            f"{', '.join(imaging.SUPPORTED_FORMATS)}), whichever image/* type is named; at most "
+            f"{max_image_side} pixels wide and tall; with a digit in it: an image of one colour is blank "
+            "(a 422 with \"blank\": true), which JSON Schema has no words for."),
+    }
+    last_index = "" if count is None else f" to {count - 1}"
+    index_rule = f"a whole number from 0{last_index}, in plain digits"
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "digitnet",
+            "version": __version__,
+            "description": (
+                "Draw a digit; a from-scratch NumPy network reads it.  Every refusal is a 4xx with "
+                "one line, {\"detail\": \"...\"}; request bodies over "
+                f"{max_body_bytes:,} bytes are a 413."),
+        },
+        "paths": {
+            "/api/predict": {"post": {
+                "summary": "Read the digit in an image or a 28x28 pixel array",
+                "operationId": "predict_api_predict_post",
+                "description": (
+                    f"The body is an image (Content-Type image/*) or JSON (application/json), at most "
+                    f"{max_body_bytes:,} bytes (x-max-body-bytes): larger is a 413, any other Content-Type "
+                    "a 415, an empty or unparseable body a 400."),
+                "x-max-body-bytes": max_body_bytes,
+                "requestBody": {"required": True, "content": {
+                    "image/png": image,
+                    "image/*": image,
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/PixelsRequest"},
+                        "x-max-body-bytes": max_body_bytes,
+                        "description": "UTF-8 JSON (any application/*+json type is read the same way)",
+                    },
+                }},
+                "responses": {
+                    "200": _json_answer("Prediction", "what the network reads"),
+                    "400": _json_answer(error, "an empty body; JSON that does not parse; a Content-Length "
+                                               "that is not a number"),
+                    "413": _json_answer(error, f"a body over {max_body_bytes:,} bytes"),
+                    "415": _json_answer(error, "a Content-Type neither image/* nor application/json"),
+                    "422": _json_answer(error, "JSON outside the schema; an image that cannot be decoded, "
+                                               f"or over {max_image_side} pixels on a side; a blank drawing "
+                                               "(\"blank\": true)"),
+                },
+            }},
+            "/api/sample": {"get": {
+                "summary": "A test digit to compare with",
+                "operationId": "sample_api_sample_get",
+                "parameters": [{
+                    "name": "index", "in": "query", "required": False,
+                    "description": f"which test image ({index_rule}); random when left out",
+                    "schema": _sample_schema(dataset, count)["properties"]["index"],
+                }],
+                "responses": {
+                    "200": _json_answer("Sample", f"test image `index` of the {dataset} test set"),
+                    "422": _json_answer(error, f"an index that is not {index_rule}, or given more than once"),
+                    "503": _json_answer(error, f"the {dataset} test set cannot be loaded"),
+                },
+            }},
+            "/api/model": {"get": {
+                "summary": "What model is serving",
+                "operationId": "model_api_model_get",
+                "responses": {"200": _json_answer("Model", "the model and its accuracy on the test set")},
+            }},
+        },
+        "components": {"schemas": {
+            "PixelsRequest": _pixels_request_schema(),
+            "Prediction": _prediction_schema(reader),
+            "Sample": _sample_schema(dataset, count),
+            "Model": _model_schema(),
+            error: _error_schema(),
+        }},
+    }
 
 
 # --------------------------------------------------------------------------
@@ -244,12 +468,6 @@ class _Reader:
             "digitnet_version": meta.get("digitnet_version", __version__),
             "history": _history_summary(meta.get("history")),
         }
-
-
-def _json_schema(model: type[BaseModel]) -> dict:
-    """A pydantic model's JSON schema (pydantic 2, or 1 under older FastAPI)."""
-    schema = getattr(model, "model_json_schema", None) or model.schema
-    return schema()
 
 
 def _rounded(a: np.ndarray, decimals: int) -> list:
@@ -404,7 +622,8 @@ def _pixels_from_json(body: bytes) -> tuple[np.ndarray, bool]:
         if not 0 <= v <= 1:
             shown = f"{v:g}" if isinstance(v, float) or abs(v) < 10**12 else "a huge integer"
             raise ApiError(422, f"pixels[{i}] is {shown}, outside 0..1; divide 8-bit values by 255")
-    return np.asarray(pixels, dtype=np.float32), preprocess
+    # float64: the blank test compares the numbers as sent, not their float32 roundings.
+    return np.asarray(pixels, dtype=np.float64), preprocess
 
 
 def _blank(detail: str) -> ApiError:
@@ -422,17 +641,45 @@ def _image_input(body: bytes, max_side: int) -> np.ndarray:
 
 
 def _pixel_input(x: np.ndarray, preprocess: bool) -> np.ndarray:
-    """JSON pixels ``(784,)`` -> the network's image, optionally normalised like MNIST."""
-    if preprocess:
-        try:
-            return imaging.mnist_preprocess(x.reshape(SIDE, SIDE)).reshape(N_PIXELS)
-        except ImageError as exc:
-            if _is_blank_error(exc):
-                raise _blank(str(exc)) from None
-            raise
+    """JSON pixels ``(784,)`` float64 -> the network's image, optionally normalised like MNIST.
+
+    Blank means what the schema says: no pixel reaches ``MIN_CONTRAST``.  The
+    pixels are ink = 1 on background 0 by contract, so the normalisation is
+    told so (a frame of background around them, no polarity guess) rather
+    than left to guess the background from the border, which could call a
+    drawing with ink blank.
+    """
     if float(x.max()) < imaging.MIN_CONTRAST:
-        raise _blank("the image is blank: no digit found; draw a digit first")
-    return x
+        raise _blank("the image is blank: no pixel reaches "
+                     f"{imaging.MIN_CONTRAST:g}; draw a digit first")
+    image = x.astype(np.float32).reshape(SIDE, SIDE)
+    if not preprocess:
+        return image.reshape(N_PIXELS)
+    framed = np.pad(image, 1)
+    try:
+        return imaging.mnist_preprocess(framed, invert=False).reshape(N_PIXELS)
+    except ImageError as exc:  # not expected after the check above; still a refusal, not a bug
+        if _is_blank_error(exc):
+            raise _blank(str(exc)) from None
+        raise
+
+
+_WHOLE_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def _parse_index(text: str) -> int:
+    """``?index=`` as sent -> an int; ApiError 422 unless it is a whole number in plain digits.
+
+    A minus sign is allowed (so that -1 is told it is out of range); spaces,
+    "+", leading zeros, "_" and "5.0", which a looser parser would take, are
+    not: the schema's integer does not allow them.  The range is checked by
+    the caller, which knows the size of the test set.
+    """
+    if not _WHOLE_NUMBER.fullmatch(text):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise ApiError(422, f"index must be a whole number written in plain digits, got {shown!r}")
+    # Far beyond any test set; int() of thousands of digits is slow or refused.
+    return int(text) if len(text) <= 20 else (-1 if text[0] == "-" else 10**20)
 
 
 # --------------------------------------------------------------------------
@@ -522,31 +769,42 @@ def create_app(network: Network, *, model_path: str | None = None,
         title="digitnet",
         version=__version__,
         description="Draw a digit; a from-scratch NumPy network reads it.",
-        docs_url=None, redoc_url=None,  # both load their scripts from a CDN
+        # /docs and /redoc load their scripts from a CDN; /openapi.json is served below.
+        docs_url=None, redoc_url=None, openapi_url=None,
     )
     app.add_middleware(_ExtraHeaders)
     _install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    def openapi() -> dict:
+        # Cached once the test set's size is known; it says how far ?index= goes.
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        try:
+            count: int | None = len(test_set.get()[0])
+        except ApiError:
+            count = None
+        document = openapi_document(reader, dataset=test_set.dataset, count=count,
+                                    max_body_bytes=max_body_bytes, max_image_side=max_image_side)
+        if count is not None:
+            app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # what FastAPI's own tools call
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_json() -> JSONResponse:
+        # A plain (threaded) route: the first call may load the test set.
+        return JSONResponse(openapi())
+
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
-    @app.post(
-        "/api/predict",
-        summary="Read the digit in an image or a 28x28 pixel array",
-        response_model=Prediction,
-        responses={
-            400: {"model": ErrorAnswer, "description": "empty body or unparseable JSON"},
-            413: {"model": ErrorAnswer, "description": f"body over {max_body_bytes:,} bytes"},
-            415: {"model": ErrorAnswer, "description": "neither image/* nor application/json"},
-            422: {"model": ErrorAnswer, "description": "not a usable image or pixel list; blank drawing"},
-        },
-        openapi_extra={"requestBody": {"required": True, "content": {
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {"schema": _json_schema(PixelsRequest)},
-        }}},
-    )
+    # The API.  What each route accepts and answers is in openapi_document(),
+    # which the tests hold to what these handlers do.
+
+    @app.post("/api/predict")
     async def predict(request: Request):
         media = _media_type(request)
         is_json = media == "application/json" or media.endswith("+json")
@@ -569,19 +827,25 @@ def create_app(network: Network, *, model_path: str | None = None,
         # Pillow release the GIL), keeping the event loop free for others.
         return JSONResponse(await run_in_threadpool(work))
 
-    @app.get("/api/sample", summary="A test digit to compare with", response_model=Sample,
-             responses={422: {"model": ErrorAnswer}, 503: {"model": ErrorAnswer}})
-    def sample(index: int | None = Query(None, description="which test image; random when omitted")):
+    @app.get("/api/sample")
+    def sample(request: Request):
+        given = request.query_params.getlist("index")
+        if len(given) > 1:
+            raise ApiError(422, f"give index once, not {len(given)} times")
+        wanted = _parse_index(given[0]) if given else None  # 422 before 503: the request is wrong
         X, y = test_set.get()
         n = len(X)
-        if index is None:
+        if wanted is None:
             index = random.randrange(n)
-        elif not 0 <= index < n:
-            raise ApiError(422, f"index must be from 0 to {n - 1}, got {index}")
+        elif 0 <= wanted < n:
+            index = wanted
+        else:
+            shown = given[0] if len(given[0]) <= 20 else f"a {len(given[0].lstrip('-'))}-digit number"
+            raise ApiError(422, f"index must be from 0 to {n - 1}, got {shown}")
         return {"index": index, "label": int(y[index]), "pixels": _rounded(X[index], 4),
                 "count": n, "dataset": test_set.dataset}
 
-    @app.get("/api/model", summary="What model is serving")
+    @app.get("/api/model")
     def model() -> JSONResponse:
         description = reader.describe()
         with accuracy_lock:
