@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -143,6 +145,17 @@ def test_malformed(tmp_path, text, expected):
 
 def test_missing_file(tmp_path):
     assert "no such CSV file" in csv_error(tmp_path / "absent.csv")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_pipe_named_csv_is_refused_without_blocking(tmp_path):
+    from digitnet.data import load
+
+    fifo = tmp_path / "stream.csv"
+    os.mkfifo(fifo)
+    assert "not a regular file" in csv_error(fifo)
+    with pytest.raises(DataError, match="not a regular file"):
+        load(fifo)
 
 
 def test_label_range_follows_n_classes(tmp_path):

@@ -186,6 +186,73 @@ def test_cut_gzip_stream(tmp_path):
     assert "corrupt gzip data (the compressed stream ends early: the file is cut short" in read_error(path)
 
 
+def test_trailing_count_is_exact_for_plain_files(tmp_path):
+    path = tmp_path / "bad.idx"
+    path.write_bytes(GOOD + b"\x00")
+    assert "(1 more byte)" in read_error(path)
+    path.write_bytes(GOOD + bytes(5))
+    assert "(5 more bytes)" in read_error(path)
+
+
+def test_plain_header_claiming_huge_array_is_refused_before_reading(tmp_path):
+    path = tmp_path / "huge.idx"
+    path.write_bytes(bytes([0, 0, 0x0E, 2]) + struct.pack(">II", 2**32 - 1, 2**20) + bytes(10))  # 2**55 bytes
+    assert "truncated data" in read_error(path) and "but only 10 bytes follow" in read_error(path)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+def test_empty_shape_too_large_for_numpy(tmp_path, gz):
+    """0 items, yet NumPy refuses the shape: the other sizes multiply past 2**63."""
+    data = bytes([0, 0, 0x08, 3]) + struct.pack(">III", 0, 2**32 - 1, 2**32 - 1)
+    path = tmp_path / ("wide.gz" if gz else "wide.idx")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    assert "declares shape (0, 4294967295, 4294967295), too large for any array" in read_error(path)
+    data = bytes([0, 0, 0x08, 2]) + struct.pack(">II", 0, 2**32 - 1)  # this one NumPy accepts
+    path.write_bytes(gzip.compress(data) if gz else data)
+    assert read_idx(path).shape == (0, 2**32 - 1)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+@pytest.mark.parametrize("ndim", [65, 255])
+def test_more_dimensions_than_numpy_supports(tmp_path, ndim, gz):
+    data = bytes([0, 0, 0x08, ndim]) + struct.pack(f">{ndim}I", *([1] * ndim)) + b"\x07"
+    path = tmp_path / ("deep.gz" if gz else "deep.idx")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    assert f"declares {ndim} dimensions, more than the" in read_error(path)
+
+
+def test_gzip_members_and_header_fields_are_read(tmp_path):
+    """What gzip itself accepts: several members, a stored name, a comment, zero padding."""
+    half = len(GOOD) // 2
+    path = tmp_path / "parts.gz"
+    path.write_bytes(gzip.compress(GOOD[:half]) + gzip.compress(b"") + gzip.compress(GOOD[half:]) + bytes(100))
+    np.testing.assert_array_equal(read_idx(path), np.arange(24, dtype=np.int16).reshape(2, 3, 4))
+    with open(tmp_path / "named.gz", "wb") as raw:
+        with gzip.GzipFile(filename="original-name.idx", fileobj=raw, mode="wb") as gz:
+            gz.write(GOOD)
+    np.testing.assert_array_equal(read_idx(tmp_path / "named.gz"), np.arange(24, dtype=np.int16).reshape(2, 3, 4))
+    packed = gzip.compress(GOOD)
+    # FLG.FCOMMENT with a zero-terminated comment inserted after the 10-byte header
+    commented = packed[:3] + bytes([packed[3] | 0x10]) + packed[4:10] + b"a comment\0" + packed[10:]
+    (tmp_path / "commented.gz").write_bytes(commented)
+    assert read_idx(tmp_path / "commented.gz").shape == (2, 3, 4)
+
+
+def test_second_member_that_is_not_gzip(tmp_path):
+    path = tmp_path / "bad.gz"
+    path.write_bytes(gzip.compress(GOOD) + b"\x1f\x8b garbage")
+    assert "corrupt gzip data" in read_error(path)
+    path.write_bytes(gzip.compress(GOOD) + b"trailing junk")
+    assert "corrupt gzip data (13 bytes of other data after the end of the compressed stream)" in read_error(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_pipes_are_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.idx"
+    os.mkfifo(fifo)
+    assert "not a regular file" in read_error(fifo)
+
+
 def test_gz_name_without_gzip_content(tmp_path):
     path = tmp_path / "fake.gz"
     path.write_bytes(b"PK\x03\x04 zip, not gzip")

@@ -114,6 +114,17 @@ def test_damaged_cache_entry_is_rebuilt(shared_cache, raw):
     assert np.load(entry).shape == (10000,)
 
 
+def test_cache_entry_claiming_a_huge_array_is_rebuilt(shared_cache, raw):
+    """A damaged .npy header must not make NumPy allocate what it claims."""
+    entry = next((shared_cache / "decoded" / "mnist").glob("t10k-labels-idx1-ubyte.*.npy"))
+    data = entry.read_bytes()
+    assert b"(10000,)" in data
+    entry.write_bytes(data.replace(b"(10000,)", b"(999999999999999,)", 1))
+    X, y = load_mnist("test", scale=None, dtype=np.uint8)
+    np.testing.assert_array_equal(y, raw.y_test)
+    assert np.load(entry).shape == (10000,)
+
+
 def test_unwritable_cache_still_loads(monkeypatch, tmp_path, raw):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -218,6 +229,52 @@ def test_folder_with_mismatched_counts(tmp_path):
     write_idx(tmp_path / "d" / "train-labels-idx1-ubyte.gz", np.zeros(29, np.uint8))
     with pytest.raises(DataError, match="29 labels but train-images-idx3-ubyte.gz has 30 images"):
         load(tmp_path / "d")
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "plain"])
+@pytest.mark.parametrize("role", ["test_images", "train_images"])
+def test_folder_with_no_samples(tmp_path, role, gz):
+    """A valid header declaring 0 images: one line naming the file (was a reshape traceback)."""
+    small_set(tmp_path / "d")
+    name = datasets.IDX_FILES[role]
+    (tmp_path / "d" / (name + ".gz")).unlink()
+    empty = tmp_path / "d" / (name + (".gz" if gz else ""))
+    write_idx(empty, np.zeros((0, 28, 28), np.uint8))
+    labels = tmp_path / "d" / (datasets.IDX_FILES[role.replace("images", "labels")] + ".gz")
+    write_idx(labels, np.zeros(0, np.uint8))
+    with pytest.raises(DataError) as info:
+        load(tmp_path / "d")
+    assert str(info.value) == (f"{empty}: has no samples (its header declares shape (0, 28, 28)); "
+                               "the file is empty or damaged, fetch it again")
+    with pytest.raises(DataError, match="has no samples"):
+        load_idx_pair(empty, labels)
+
+
+def test_folder_with_images_of_no_pixels(tmp_path):
+    small_set(tmp_path / "d")
+    write_idx(tmp_path / "d" / "t10k-images-idx3-ubyte.gz", np.zeros((12, 28, 0), np.uint8))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: its images hold no pixels \(shape \(12, 28, 0\)\)"):
+        load(tmp_path / "d")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.nan, "holds NaN or infinite pixel values"),
+    (-np.inf, "holds NaN or infinite pixel values"),
+    (256.0, r"pixel values must be grey levels 0\.\.255, got 0\.0\.\.256\.0"),
+    (-1.0, r"pixel values must be grey levels 0\.\.255, got -1\.0\.\.0\.0"),
+])
+def test_folder_with_out_of_range_pixels_names_the_file(tmp_path, bad, message):
+    small_set(tmp_path / "d")
+    images = np.zeros((30, 28, 28), np.float32)
+    images[3, 4, 5] = bad
+    write_idx(tmp_path / "d" / "train-images-idx3-ubyte.gz", images)
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: " + message):
+        load(tmp_path / "d")
+
+
+def test_scale_images_refuses_nan():
+    with pytest.raises(DataError, match="NaN or infinite"):
+        scale_images(np.array([0.0, np.nan], dtype=np.float32))
 
 
 def test_load_csv_source(tmp_path, raw):

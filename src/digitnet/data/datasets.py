@@ -228,7 +228,8 @@ def load_idx_pair(
         ``0..n_classes-1``.
 
     Raises:
-        DataError: either file is bad (see :func:`read_idx`), the labels are
+        DataError: either file is bad (see :func:`read_idx`), the images
+            file holds no samples (or images of no pixels), the labels are
             not a 1-D integer array, the counts differ, or a label is out of
             range.
     """
@@ -242,6 +243,16 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, images_path: Path, label
     """Validate an (images, labels) pair; return the labels as int64."""
     if images.ndim < 1:
         raise DataError(f"{images_path}: holds a single number, not images; check the file name")
+    if images.shape[0] == 0:
+        raise DataError(
+            f"{images_path}: has no samples (its header declares shape {images.shape}); "
+            "the file is empty or damaged, fetch it again"
+        )
+    if 0 in images.shape[1:]:
+        raise DataError(
+            f"{images_path}: its images hold no pixels (shape {images.shape}); "
+            "the file is damaged, fetch it again"
+        )
     if labels.ndim != 1 or labels.dtype.kind not in "ui":
         raise DataError(
             f"{labels_path}: labels must be a 1-D integer array, got {labels.dtype} of shape "
@@ -304,8 +315,23 @@ def _load_folder(folder: Path, set_name: Optional[str]) -> tuple[np.ndarray, ...
             raise DataError(
                 f"{found[f'{part}_images']}: images must have shape (n, height, width), got {images.shape}"
             )
+        _check_grey_levels(images, found[f"{part}_images"])
         out += [images, y]
     return tuple(out)
+
+
+def _check_grey_levels(images: np.ndarray, path: Path) -> None:
+    """Refuse images outside 0..255 (or NaN) with a message naming their file."""
+    if images.dtype == np.uint8 or not images.size:
+        return
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        raise DataError(f"{path}: holds NaN or infinite pixel values; the file is damaged, fetch it again")
+    lo, hi = images.min(), images.max()
+    if lo < 0 or hi > 255:
+        raise DataError(
+            f"{path}: pixel values must be grey levels 0..255, got {lo}..{hi}; "
+            "the file is damaged or not an images file"
+        )
 
 
 # --------------------------------------------------------------------------- #
@@ -373,11 +399,30 @@ def _file_sha256(path: Path) -> str:
 
 
 def _read_cache_entry(entry: Path) -> Optional[np.ndarray]:
+    """The array in a cache entry, or ``None`` when it is missing or damaged.
+
+    The ``.npy`` header is checked against the entry's size first: a damaged
+    header claiming a huge array would otherwise make NumPy allocate it.
+    """
     try:
+        with open(entry, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                return None
+            data_bytes = os.fstat(handle.fileno()).st_size - handle.tell()
+        count = 1
+        for size in shape:
+            count *= size
+        if dtype.hasobject or data_bytes != count * dtype.itemsize:
+            return None
         array = np.load(entry, allow_pickle=False)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, EOFError):
+    except (OSError, ValueError, EOFError, MemoryError):
         return None  # damaged entry: decode again and overwrite it
     return array if isinstance(array, np.ndarray) else None
 
@@ -455,6 +500,9 @@ def scale_images(images: np.ndarray, mode: Optional[str] = "unit", dtype=np.floa
     dtype = np.dtype(dtype)
     if images.dtype.kind not in "uif":
         raise DataError(f"images must be numbers 0..255, got dtype {images.dtype}")
+    if images.dtype.kind == "f" and images.size and not np.isfinite(images).all():
+        raise DataError("images must hold grey levels 0..255, got NaN or infinite values; "
+                        "the data are damaged")
     if images.dtype != np.uint8 and images.size and (images.min() < 0 or images.max() > 255):
         raise DataError(
             f"images must hold grey levels 0..255, got values {images.min()}..{images.max()}; "
@@ -644,7 +692,10 @@ def load_mnist(split: str = "train", *, scale: Optional[str] = "unit", flatten: 
 
 def _prepare(images: np.ndarray, scale: Optional[str], flatten: bool, dtype) -> np.ndarray:
     out = scale_images(images, scale, dtype)
-    return out.reshape(out.shape[0], -1) if flatten else out
+    if not flatten or out.ndim < 1:
+        return out
+    # Explicit row length: reshape(n, -1) cannot infer it for an empty array.
+    return out.reshape(out.shape[0], int(np.prod(out.shape[1:], dtype=np.int64)))
 
 
 def _load_raw(source) -> tuple[str, tuple]:
@@ -661,8 +712,9 @@ def _load_raw(source) -> tuple[str, tuple]:
         X, y = read_kaggle_csv(path)
         if y is None:
             raise DataError(
-                f"{path}: has no label column (a Kaggle test file); load() needs labels, "
-                "use read_kaggle_csv() for unlabelled images"
+                f"{path}: has no label column (a Kaggle test file); --data needs a labelled CSV "
+                "such as Kaggle's train.csv, whose first column is 'label' (from Python, "
+                "read_kaggle_csv() reads unlabelled images)"
             )
         return path.stem, (X.reshape(-1, 28, 28), y, None, None)
     known = ", ".join(sorted(set(_ALIASES.values())))
