@@ -4,6 +4,8 @@ import io
 import json
 import os
 import pathlib
+import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -14,8 +16,9 @@ from digitnet.modelfile import (FORMAT_VERSION, atomic_write, load_checkpoint, l
                                 read_model_file, save_model)
 from digitnet.optimizers import Adam
 
-PREPROCESSING = {"scale": "unit", "input_shape": [28, 28], "dataset": "mnist",
-                 "classes": [str(d) for d in range(10)]}
+# the test network below takes 6 inputs (a 2x3 "image") and has 4 classes
+PREPROCESSING = {"scale": "unit", "input_shape": [2, 3], "dataset": "toy",
+                 "classes": ["a", "b", "c", "d"]}
 RECIPE = {"preset": "nielsen", "epochs": 3, "batch_size": 10, "lr": 3.0}
 
 
@@ -228,12 +231,17 @@ def test_a_newer_format_version_asks_for_an_upgrade(tmp_path):
     (lambda h: h.update(format="something-else"), "not a digitnet model file"),
     (lambda h: h.update(format_version="one"), "unknown model format version"),
     (lambda h: h.update(format_version=0), "unknown model format version"),
-    (lambda h: h.pop("config"), "no usable layer description"),
-    (lambda h: h["config"].update(activations=["relu", "warp"]), "describes an invalid network"),
-    (lambda h: h["config"].update(sizes=[6, 0, 4]), "layer sizes"),
-    (lambda h: h["config"].update(sizes=[10**6, 10**6]), "need 1000001000000"),
-    (lambda h: h["config"].update(init=5), "describes an invalid network"),
-    (lambda h: h.update(optimizer=5), "optimiser state in the model header is damaged"),
+    (lambda h: h.pop("config"), "header's config is missing"),
+    (lambda h: h["config"].update(activations=["relu", "warp"]),
+     "config.activations\\[1\\] must be an activation name .*got \"warp\""),
+    (lambda h: h["config"].update(activations=["relu", "relu", "softmax"]),
+     "config.activations lists 3 activations but layers \\[6, 5, 4\\] need 2"),
+    (lambda h: h["config"].update(sizes=[6, 0, 4]), "config.sizes\\[1\\] must be a whole number from 1"),
+    (lambda h: h["config"].update(sizes=[10**6, 10**6], activations=["softmax"], init="he"),
+     "need 1,000,001,000,000 parameters, more than"),
+    (lambda h: h["config"].update(init=5), "config.init must be an initializer name or a list"),
+    (lambda h: h["config"].update(activations=["tanh", "tanh"]), "describes an invalid network"),
+    (lambda h: h.update(optimizer=5), "header's optimizer must be an object"),
 ])
 def test_damaged_headers(tmp_path, change, fragment):
     net, _, _ = _trained()
@@ -310,3 +318,55 @@ def test_the_preprocessing_header_decides_inputs_and_class_names():
     net.metadata = {"preprocessing": {"scale": "percent"}}
     with pytest.raises(ModelFileError, match="unknown pixel scale 'percent'"):
         input_scale(net)
+
+
+# -- what the reader accepts and refuses beyond np.savez's own output ---------------------------
+
+def _arrays_of(path):
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def test_a_compressed_or_big_endian_file_loads_the_same(tmp_path):
+    net, history, X = _trained()
+    path = save_model(tmp_path / "m.npz", net, history=history)
+    arrays = _arrays_of(path)
+    with open(tmp_path / "deflated.npz", "wb") as f:
+        np.savez_compressed(f, **arrays)
+    with open(tmp_path / "big-endian.npz", "wb") as f:
+        np.savez(f, header=arrays["header"], params=arrays["params"].astype(">f4"))
+    for name in ("deflated.npz", "big-endian.npz"):
+        loaded = load_model(tmp_path / name)
+        assert loaded.params.dtype == np.float32 and np.array_equal(loaded.params, net.params)
+        np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
+
+
+def test_entries_digitnet_never_writes_are_refused(tmp_path):
+    net, _, _ = _trained()
+    arrays = _arrays_of(save_model(tmp_path / "m.npz", net))
+    path = tmp_path / "odd.npz"
+    with open(path, "wb") as f:
+        np.savez(f, **arrays, notes=np.zeros(3))
+    _expect_model_error(path, "an entry \"notes.npy\" that is not part of a digitnet model")
+    with open(path, "wb") as f:      # optimiser state without an optimiser in the header
+        np.savez(f, **arrays, opt__velocity=np.zeros(net.n_params, np.float32))
+    _expect_model_error(path, "names no optimiser")
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as zf:
+        warnings.simplefilter("ignore")   # "Duplicate name": exactly what this file is for
+        for name in ("header", "params", "params"):
+            with zf.open(f"{name}.npy", "w") as entry:
+                np.lib.format.write_array(entry, arrays[name])
+    _expect_model_error(path, "holds the entry 'params' twice")
+
+
+def test_read_model_file_checks_the_header_and_the_arrays(tmp_path):
+    net, _, _ = _trained()
+    header = _good_header(net)
+    header["preprocessing"] = {"classes": ["a", "b"]}
+    path = tmp_path / "m.npz"
+    _write_npz(path, header, params=net.params)
+    with pytest.raises(ModelFileError, match="names 2 classes but the network has 4"):
+        read_model_file(path)
+    _write_npz(path, _good_header(net), params=net.params[:-1])
+    with pytest.raises(ModelFileError, match="holds 58 parameters but layers \\[6, 5, 4\\] need 59"):
+        read_model_file(path)

@@ -748,10 +748,13 @@ def learning_rates(network: Network, X, y, out=None, *, lrs=None, epochs: int = 
     if title is None:
         title = (f"Learning rate η: too low learns slowly, too high stalls or diverges\n"
                  f"network {' → '.join(map(str, network.sizes))}, {optimizer}, "
-                 f"{'full-batch' if batch_size is None else f'batches of {batch_size}'}, "
-                 f"{epochs} epoch{'s' if epochs != 1 else ''} on {len(X):,} training samples, "
-                 "same initial weights (log scale)")
-    ax.set_title(title, fontsize=11)
+                 f"{'full-batch' if batch_size is None else f'batches of {batch_size}'}; "
+                 f"{epochs} epoch{'s' if epochs != 1 else ''} on {len(X):,} training samples "
+                 "from the same initial weights (log scale)")
+    # The title is centred on the axes, which the y label pushes right: lines of
+    # more than about 95 characters would run off the picture's right edge.
+    ax.set_title("\n".join(textwrap.fill(line, 90, break_on_hyphens=False)
+                           for line in title.split("\n")), fontsize=11)
     return _finish(fig, out)
 
 

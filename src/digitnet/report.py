@@ -7,8 +7,8 @@ command line does (it finds the test data, the class names, the recipe);
 accuracies and per-epoch table: one page with the whole story of a run.
 
 The data comes from :func:`digitnet.data.load`, scaled as the model's
-``preprocessing["scale"]`` says, from ``preprocessing["dataset"]`` unless
-another source is given.
+``preprocessing["scale"]`` says, from the model's ``recipe["data"]`` (or
+``preprocessing["dataset"]``) unless another source is given.
 """
 
 from __future__ import annotations
@@ -72,8 +72,19 @@ def _preprocessing(network: Network | None) -> dict:
     return network.metadata.get("preprocessing") or {}
 
 
+def _trained_on(network: Network | None) -> str:
+    """The model's data source: the recipe's (a path for folders and CSV files), else the data set's name."""
+    if network is None:
+        return "mnist"
+    recipe = network.metadata.get("recipe") or {}
+    source = recipe.get("data") if isinstance(recipe, dict) else None
+    return str(source or _preprocessing(network).get("dataset") or "mnist")
+
+
 def load_data(network: Network | None, data=None, *, limit: int | None = None) -> _Data:
-    """The data set for a model: ``data`` or the model's ``preprocessing["dataset"]`` (default MNIST).
+    """The data set for a model: ``data``, else the model's ``recipe["data"]`` (where the
+    model was trained on a folder or CSV file, its path), else its
+    ``preprocessing["dataset"]`` (default MNIST).
 
     Images are scaled as the model expects (``preprocessing["scale"]``,
     default "unit").  A source without a test part (a CSV file) lends all
@@ -83,8 +94,16 @@ def load_data(network: Network | None, data=None, *, limit: int | None = None) -
     from .recipes import load_data as load_source
 
     prep = _preprocessing(network)
-    source = data if data is not None else prep.get("dataset") or "mnist"
-    dataset = load_source(source, scale="unit" if network is None else input_scale(network))
+    source = data if data is not None else _trained_on(network)
+    try:
+        dataset = load_source(source, scale="unit" if network is None else input_scale(network))
+    except DataError as exc:
+        if data is not None:
+            raise
+        # The model's own data source (a folder or file since moved, say): say how to give it.
+        raise DataError(f"cannot load {source}, the data this model was trained on ({exc}); "
+                        "give the data with --data DIR (a folder of IDX files), --data FILE.csv "
+                        "or --data NAME") from None
     X_test, y_test, part = dataset.X_test, dataset.y_test, "test set"
     if X_test is None:
         X_test, y_test, part = dataset.X_train, dataset.y_train, "all rows"

@@ -45,24 +45,27 @@ def _recipe_lines(recipe: dict) -> list[str]:
 
 
 def _history_lines(history: dict) -> list[str]:
+    # The model file's reader has checked every field's type (digitnet.modelfile.HEADER_SCHEMA):
+    # the numbers here are numbers or None.
     records = history.get("records") or []
     if not records:
         return ["training record: (none)"]
     last = records[-1]
     seconds = sum(r.get("seconds") or 0 for r in records)
+    loss = last.get("loss")
     lines = [f"training record: {len(records)} epochs, {seconds:.1f}s; last epoch: loss "
-             f"{last.get('loss', float('nan')):.4f}, train accuracy {percent(last.get('accuracy'))}, "
+             f"{'-' if loss is None else f'{loss:.4f}'}, train accuracy {percent(last.get('accuracy'))}, "
              f"validation accuracy {percent(last.get('val_accuracy'))}"]
     vals = [r for r in records if r.get("val_accuracy") is not None]
     if vals:
         best = max(vals, key=lambda r: r["val_accuracy"])
         lines.append(f"  best validation accuracy {percent(best['val_accuracy'])} "
-                     f"(epoch {best['epoch']})")
+                     f"(epoch {best.get('epoch', '?')})")
     return lines
 
 
 def run(args) -> int:
-    network = load_model(args.model)
+    network = load_model(args.model)    # checks every header field, raises ModelFileError
     header = network.metadata
     print(f"model: {args.model}")
     print(f"format {header.get('format_version')}, written by digitnet "
