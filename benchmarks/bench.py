@@ -145,8 +145,8 @@ def load_average() -> str:
 def blas_info() -> str:
     """NumPy's BLAS and the kernel set it picked (threadpoolctl, where installed)."""
     try:
-        import threadpoolctl
         import numpy  # noqa: F401  (loads the BLAS threadpoolctl inspects)
+        import threadpoolctl
 
         infos = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
         return ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')} kernels)"

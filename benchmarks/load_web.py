@@ -67,7 +67,7 @@ def quick_model(folder: Path) -> Path:
     """A [784, 512, 10] model (the 'best' preset's shape), one quick epoch: accuracy is beside the point."""
     from digitnet import Network
     from digitnet.data import load_mnist
-    from digitnet.modelfile import save_model
+    from digitnet.files.modelfile import save_model
 
     X, y = load_mnist("train")
     net = Network([784, 512, 10], seed=0)

@@ -6,7 +6,7 @@ Usage::
     python benchmarks/presets.py nielsen zhang   # just these (the others' earlier results are kept)
     python benchmarks/presets.py --report        # only rewrite PRESETS.md from saved results
 
-Each run is ``digitnet.recipes.train_recipe(NAME, seed=0)``, exactly what
+Each run is ``digitnet.train.recipes.train_recipe(NAME, seed=0)``, exactly what
 ``digitnet train --preset NAME`` does.  Results accumulate in
 ``benchmarks/out/presets.json`` (one entry per preset, the latest run wins),
 so presets can be run one at a time on a busy machine; the models go to
@@ -52,8 +52,8 @@ def machine() -> dict:
 
 
 def run_one(name: str) -> dict:
-    from digitnet.progress import ProgressBar
-    from digitnet.recipes import get_preset, train_recipe
+    from digitnet.app.progress import ProgressBar
+    from digitnet.train.recipes import get_preset, train_recipe
 
     preset = get_preset(name)
     OUT.mkdir(exist_ok=True)
@@ -96,7 +96,7 @@ def pct(value) -> str:
 
 
 def write_report(results: dict) -> None:
-    from digitnet.recipes import PRESETS
+    from digitnet.train.recipes import PRESETS
 
     lines = [
         "# Presets: published figures and what digitnet measures",
@@ -145,7 +145,7 @@ def write_report(results: dict) -> None:
 
 
 def main(argv=None) -> int:
-    from digitnet.recipes import PRESETS
+    from digitnet.train.recipes import PRESETS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("presets", nargs="*", help=f"presets to run (default: all of "

@@ -37,7 +37,7 @@ _AMORTISED = ("gather", "epoch loss & accuracy")
 
 def _network_and_optimizer(recipe, seed=0):
     from digitnet import Network
-    from digitnet.optimizers import get_optimizer
+    from digitnet.nn.optimizers import get_optimizer
 
     net = Network(list(recipe.sizes), activation=recipe.hidden, output=recipe.output, loss=recipe.loss,
                   init=recipe.init, seed=seed)
@@ -180,6 +180,7 @@ def main(args) -> int:
     from pathlib import Path
 
     from bench import PROFILE_BEGIN, PROFILE_END, RECIPES, load_average, write_section
+
     from digitnet.data import load
 
     ds = load("mnist")

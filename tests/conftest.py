@@ -19,7 +19,7 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.numeric)
 
 #: the real MNIST files shipped inside the package (IDX format, gzip-compressed)
-MNIST_DIR = Path(__file__).resolve().parents[1] / "src" / "digitnet" / "datasets" / "mnist"
+MNIST_DIR = Path(__file__).resolve().parents[1] / "src" / "digitnet" / "data" / "mnist"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,7 +63,7 @@ def small_model_path(tmp_path_factory) -> Path:
     """
     from digitnet import Network
     from digitnet.data import load_mnist
-    from digitnet.modelfile import save_model
+    from digitnet.files.modelfile import save_model
 
     X, y = load_mnist("train")
     net = Network([784, 64, 10], activation="relu", output="softmax", seed=0)

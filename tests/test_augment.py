@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from digitnet import Network
-from digitnet.augment import RandomShift, get_augment
 from digitnet.errors import DataError, DigitnetError
-from digitnet.training import _AUGMENT_STREAM
+from digitnet.train.augment import RandomShift, get_augment
+from digitnet.train.batches import _AUGMENT_STREAM
 
 
 def _shift_by_hand(image, dy, dx):
@@ -117,7 +117,7 @@ def test_resuming_a_shifted_run_gives_the_uninterrupted_weights():
     whole = Network([36, 10, 3], seed=1)
     whole.fit(X, y, epochs=4, batch_size=20, optimizer="momentum", lr=0.1, seed=2, augment=1)
     part = Network([36, 10, 3], seed=1)
-    from digitnet.optimizers import Momentum
+    from digitnet.nn.optimizers import Momentum
     opt = Momentum(0.1)
     history = part.fit(X, y, epochs=2, batch_size=20, optimizer=opt, seed=2, augment=1)
     part.fit(X, y, epochs=4, batch_size=20, optimizer=opt, seed=2, augment=1, initial_epoch=2,

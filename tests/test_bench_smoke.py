@@ -100,8 +100,9 @@ def test_paired_runs_write_their_table(tmp_path):
                                                   ("relu", "softmax", "cross_entropy")])
 def test_the_plain_numpy_yardstick_computes_digitnets_gradients(hidden, output, loss):
     """The benchmark's plain loop must do the same arithmetic, or its timing compares nothing."""
-    from digitnet import Network
     from plain_numpy import PlainMLP
+
+    from digitnet import Network
 
     rng = np.random.default_rng(2)
     X, y = rng.random((8, 6)), rng.integers(0, 3, 8)

@@ -21,7 +21,7 @@ import pytest
 
 from digitnet import Network
 from digitnet.data import load_mnist
-from digitnet.modelfile import load_model
+from digitnet.files.modelfile import load_model
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -124,7 +124,7 @@ def server_url(network):
     """The real app on uvicorn, in a thread, on a free loopback port."""
     pytest.importorskip("fastapi")
     uvicorn = pytest.importorskip("uvicorn")
-    from digitnet.web.app import create_app
+    from digitnet.app.web.app import create_app
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitnet.modelfile import load_model, read_model_file, save_model
-from digitnet.network import Network
+from digitnet.files.modelfile import load_model, read_model_file, save_model
+from digitnet.nn.network import Network
 
 # Small models train in a second single-threaded; on a shared two-core machine
 # OpenBLAS's threads mostly wait for each other on matrices this small.
@@ -106,7 +106,7 @@ def test_no_command_prints_usage_and_fails(cli_env, tmp_path):
 
 
 def test_command_list_skips_only_missing_modules(monkeypatch, tmp_path):
-    from digitnet import cli
+    from digitnet.app import cli
 
     assert {"plot", "serve"} <= set(cli.COMMAND_MODULES)
     # A command module that is not written yet is skipped ...
@@ -120,7 +120,7 @@ def test_command_list_skips_only_missing_modules(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("train", "needs_missing_dep"))
     with pytest.raises(ModuleNotFoundError, match="digitnet_no_such_dependency"):
         cli.build_parser()
-    sys.modules.pop("digitnet.cli.needs_missing_dep", None)
+    sys.modules.pop("digitnet.app.cli.needs_missing_dep", None)
 
 
 def test_train_and_evaluate_on_a_kaggle_csv(cli_env, tmp_path):
@@ -385,7 +385,7 @@ def test_predict_reads_digits_from_images(cli_env, small_model, tmp_path):
 
 
 def test_predict_applies_the_models_scale(cli_env, tmp_path):
-    from digitnet.imaging import preprocess_image
+    from digitnet.app.imaging import preprocess_image
 
     train = digitnet(cli_env, "train", "--preset", "raschka", "--subset", "2000", "--epochs", "2",
                      "--out", "r.npz", "--no-checkpoint", cwd=tmp_path)
@@ -442,7 +442,7 @@ def test_info_describes_model_and_checkpoint(cli_env, small_model):
 
 
 def test_presets_table_and_details(cli_env, tmp_path):
-    from digitnet.recipes import PRESETS
+    from digitnet.train.recipes import PRESETS
 
     proc = digitnet(cli_env, "presets", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -620,9 +620,9 @@ def test_a_model_trained_on_a_data_folder_can_be_plotted_and_reported(cli_env, t
 
 
 def test_choices_and_optimizer_settings_come_from_the_registries(capsys):
-    from digitnet.activations import ACTIVATIONS
-    from digitnet.cli import main
-    from digitnet.optimizers import OPTIMIZERS, all_hyperparameters
+    from digitnet.app.cli import main
+    from digitnet.nn.activations import ACTIVATIONS
+    from digitnet.nn.optimizers import OPTIMIZERS, all_hyperparameters
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])

@@ -7,8 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from digitnet.data import load_mnist, read_kaggle_csv, write_kaggle_csv
-from digitnet.data import kaggle_csv
+from digitnet.data import kaggle_csv, load_mnist, read_kaggle_csv, write_kaggle_csv
 from digitnet.errors import DataError
 
 HEADER = "label," + ",".join(f"pixel{i}" for i in range(784))

@@ -12,8 +12,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from digitnet.data import MIRRORS, FileChecksum, download, load, read_idx, write_idx
-from digitnet.data import datasets
+from digitnet.data import (
+    MIRRORS,
+    FileChecksum,
+    datasets,
+    download,
+    load,
+    read_idx,
+    write_idx,
+)
 from digitnet.errors import DataError
 
 NAMES = [name + ".gz" for name in datasets.IDX_FILES.values()]

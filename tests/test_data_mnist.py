@@ -13,6 +13,7 @@ from digitnet.data import (
     SPLITS,
     Dataset,
     cache_dir,
+    datasets,
     load,
     load_idx_pair,
     load_mnist,
@@ -22,7 +23,6 @@ from digitnet.data import (
     write_idx,
     write_kaggle_csv,
 )
-from digitnet.data import datasets
 from digitnet.errors import DataError
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -322,7 +322,7 @@ def test_fashion_mnist_from_debian_package():
 
 
 def test_class_names_follow_the_data_set():
-    from digitnet.recipes import get_preset, preprocessing_for
+    from digitnet.train.recipes import get_preset, preprocessing_for
 
     assert load("mnist", scale=None, dtype=np.uint8).classes == [str(d) for d in range(10)]
     # a model trained on Fashion-MNIST records the garments' names in its header

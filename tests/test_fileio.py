@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from digitnet import fileio
 from digitnet.errors import DigitnetError
-from digitnet.fileio import atomic_write, create_temp, remove_stale_temps
+from digitnet.files import fileio
+from digitnet.files.fileio import atomic_write, create_temp, remove_stale_temps
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals and process ids")
 
 # A save that writes 8 MiB, says so, and then takes its time: killed "during a large save".
 _SLOW_WRITER = """
 import sys, time
-from digitnet.fileio import atomic_write
+from digitnet.files.fileio import atomic_write
 
 def write(f):
     f.write(b"x" * (8 << 20))
@@ -71,7 +71,7 @@ def test_kill_9_leaves_a_temp_that_the_next_save_removes(tmp_path):
     _age(other, 10)
 
     saved = subprocess.run([sys.executable, "-c",
-                            "import sys; from digitnet.fileio import atomic_write; "
+                            "import sys; from digitnet.files.fileio import atomic_write; "
                             "atomic_write(sys.argv[1], lambda f: f.write(b'complete'))", str(target)],
                            capture_output=True, text=True, timeout=60)
     assert saved.returncode == 0, saved.stderr

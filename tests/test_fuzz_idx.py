@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitnet.cli import main
+from digitnet.app.cli import main
 from digitnet.data import load, read_idx, write_idx
 from digitnet.errors import DigitnetError
 

@@ -39,11 +39,16 @@ import numpy as np
 import pytest
 
 from digitnet import Network
-from digitnet.cli import main as cli_main
+from digitnet.app.cli import main as cli_main
 from digitnet.errors import DigitnetError, ModelFileError
-from digitnet.modelfile import load_checkpoint, load_model, read_model_file, save_model
-from digitnet.optimizers import SGD, Adam, Momentum
-from digitnet.recipes import get_preset, preprocessing_for
+from digitnet.files.modelfile import (
+    load_checkpoint,
+    load_model,
+    read_model_file,
+    save_model,
+)
+from digitnet.nn.optimizers import SGD, Adam, Momentum
+from digitnet.train.recipes import get_preset, preprocessing_for
 
 try:
     import resource
@@ -87,13 +92,13 @@ def _train(optimizer, name: str, lr: float):
 
 @pytest.fixture(scope="module", autouse=True)
 def parser_built_once():
-    """``digitnet.cli.main`` builds its argparse parser on every call (6 ms); build it once here."""
+    """``digitnet.app.cli.main`` builds its argparse parser on every call (6 ms); build it once here."""
     import functools
 
-    import digitnet.cli
+    import digitnet.app.cli
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(digitnet.cli, "build_parser", functools.lru_cache(maxsize=1)(digitnet.cli.build_parser))
+        mp.setattr(digitnet.app.cli, "build_parser", functools.lru_cache(maxsize=1)(digitnet.app.cli.build_parser))
         yield
 
 

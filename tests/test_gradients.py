@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from digitnet import Network, check_gradients
-from digitnet.activations import Sigmoid
-from digitnet.losses import Quadratic
+from digitnet.nn.activations import Sigmoid
+from digitnet.nn.losses import Quadratic
 
 HIDDEN = ["sigmoid", "relu", "tanh", "identity", "softmax"]
 # (output activation, loss, kind of targets)

@@ -2,7 +2,7 @@
 
 The guide ties each equation of the seed texts to the digitnet function that
 computes it, with links such as
-``[`Network.backprop`](../src/digitnet/network.py#L140-L173)``.  Two kinds of
+``[`Network.backprop`](../src/digitnet/nn/network.py#L140-L173)``.  Two kinds of
 check keep it from going stale:
 
 * every ```` ```python ```` block runs, each in a fresh namespace, and its
@@ -190,6 +190,6 @@ def test_anchors_exist():
 
 
 def test_module_name_from_path():
-    assert module_name("../src/digitnet/network.py") == "digitnet.network"
+    assert module_name("../src/digitnet/nn/network.py") == "digitnet.nn.network"
     assert module_name("../src/digitnet/nn/network.py") == "digitnet.nn.network"
     assert module_name("../src/digitnet/train/__init__.py") == "digitnet.train"

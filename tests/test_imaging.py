@@ -1,4 +1,4 @@
-"""Tests for digitnet.imaging: pictures of digits -> MNIST-style 28x28 arrays.
+"""Tests for digitnet.app.imaging: pictures of digits -> MNIST-style 28x28 arrays.
 
 Most tests start from *real* MNIST test digits, read straight from the IDX
 files (not through digitnet's data module, which is developed separately),
@@ -26,14 +26,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from digitnet.errors import BlankImageError, ImageError
-from digitnet.imaging import (
+from digitnet.app.imaging import (
     image_from_array,
     mnist_preprocess,
     preprocess_image,
     read_image,
     to_png_bytes,
 )
+from digitnet.errors import BlankImageError, ImageError
 
 # ---------------------------------------------------------------------------
 # Real MNIST digits
@@ -41,7 +41,7 @@ from digitnet.imaging import (
 _MNIST_DIRS = [
     os.environ.get("DIGITNET_MNIST_DIR", ""),
     "/work/shared/data/mnist",
-    str(Path(__file__).resolve().parents[1] / "src" / "digitnet" / "datasets" / "mnist"),
+    str(Path(__file__).resolve().parents[1] / "src" / "digitnet" / "data" / "mnist"),
 ]
 
 
@@ -77,7 +77,7 @@ def one_per_class(mnist_test) -> list[tuple[int, np.ndarray]]:
 
 def centre_of_mass(a: np.ndarray) -> np.ndarray:
     """Intensity-weighted centre (row, col) of a 2-D array, index coordinates
-    (pixel (r, c) sits at (r, c)) -- the convention digitnet.imaging uses."""
+    (pixel (r, c) sits at (r, c)) -- the convention digitnet.app.imaging uses."""
     a = np.asarray(a, dtype=np.float64)
     total = a.sum()
     return np.array(

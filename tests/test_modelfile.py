@@ -12,9 +12,15 @@ import pytest
 
 from digitnet import History, Network
 from digitnet.errors import DigitnetError, ModelFileError
-from digitnet.modelfile import (FORMAT_VERSION, atomic_write, load_checkpoint, load_model,
-                                read_model_file, save_model)
-from digitnet.optimizers import Adam
+from digitnet.files.modelfile import (
+    FORMAT_VERSION,
+    atomic_write,
+    load_checkpoint,
+    load_model,
+    read_model_file,
+    save_model,
+)
+from digitnet.nn.optimizers import Adam
 
 # the test network below takes 6 inputs (a 2x3 "image") and has 4 classes
 PREPROCESSING = {"scale": "unit", "input_shape": [2, 3], "dataset": "toy",
@@ -306,7 +312,7 @@ def test_read_model_file_returns_header_and_arrays(tmp_path):
 
 
 def test_the_preprocessing_header_decides_inputs_and_class_names():
-    from digitnet.modelfile import class_names, input_scale, to_network_inputs
+    from digitnet.files.modelfile import class_names, input_scale, to_network_inputs
 
     net = Network([4, 3, 2], seed=0)
     x = np.array([[0.0, 0.25, 0.5, 1.0]], dtype=np.float32)

@@ -7,9 +7,9 @@ import pytest
 from numerics import assert_close
 
 from digitnet import Network
-from digitnet.activations import Softmax, get_activation
 from digitnet.errors import DataError, DigitnetError
-from digitnet.losses import BinaryCrossEntropy, CategoricalCrossEntropy, get_loss
+from digitnet.nn.activations import Softmax, get_activation
+from digitnet.nn.losses import BinaryCrossEntropy, CategoricalCrossEntropy, get_loss
 
 
 def _one_line_error(excinfo):

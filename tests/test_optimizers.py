@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from digitnet.errors import DigitnetError
-from digitnet.optimizers import SGD, Adam, Momentum, Nesterov, get_optimizer
-from digitnet.schedules import Constant, Cosine, Step, get_schedule
+from digitnet.nn.optimizers import SGD, Adam, Momentum, Nesterov, get_optimizer
+from digitnet.nn.schedules import Constant, Cosine, Step, get_schedule
 
 THETA = np.array([1.0, -2.0, 0.5, 3.0])
 GRAD = np.array([0.4, -0.1, 2.0, 0.0])

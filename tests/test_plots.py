@@ -1,4 +1,4 @@
-"""Pictures of a network and of its learning: ``digitnet.plots``, ``digitnet plot`` and ``digitnet report``.
+"""Pictures of a network and of its learning: ``digitnet.app.plots``, ``digitnet plot`` and ``digitnet report``.
 
 Every picture is drawn from a real small run (a [784, 32, 10] network trained
 for 2 epochs on 3,000 real MNIST images, saved with its history) and checked
@@ -21,12 +21,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from digitnet import plots
+from digitnet.app import plots
 from digitnet.data import load
 from digitnet.errors import DigitnetError
-from digitnet.modelfile import load_model, save_model
-from digitnet.network import Network
-from digitnet.optimizers import SGD
+from digitnet.files.modelfile import load_model, save_model
+from digitnet.nn.network import Network
+from digitnet.nn.optimizers import SGD
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N_TEST = 400          # test samples the pictures use (--limit): enough for some mistakes
@@ -323,7 +323,7 @@ def test_report_bad_input_is_one_line_and_creates_nothing(run, env, tmp_path):
 
 
 def test_report_of_a_model_without_history_says_so_on_the_page(odd_models, cache, tmp_path, monkeypatch):
-    from digitnet.report import write_report
+    from digitnet.app.report import write_report
 
     monkeypatch.setenv("DIGITNET_CACHE_DIR", str(cache))
     index = write_report(odd_models.no_history, tmp_path / "r", kinds=["curves", "confusion"], limit=50)

@@ -16,8 +16,14 @@ import numpy as np
 import pytest
 
 from digitnet.errors import DigitnetError
-from digitnet.modelfile import load_model
-from digitnet.recipes import (PRESETS, Preset, TrainingInterrupted, get_preset, train_recipe)
+from digitnet.files.modelfile import load_model
+from digitnet.train.recipes import (
+    PRESETS,
+    Preset,
+    TrainingInterrupted,
+    get_preset,
+    train_recipe,
+)
 
 # See tests/test_cli.py: small matrices train faster on one thread of a busy machine.
 _THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -41,7 +47,7 @@ def private_cache(cache_env, monkeypatch):
 def test_every_seed_recipe_is_there_and_best_is_the_default():
     assert list(PRESETS) == ["nielsen", "nielsen-deep", "nielsen-ce", "raschka", "zhang",
                              "softmax-mse", "xor", "best"]
-    from digitnet.recipes import DEFAULT_PRESET
+    from digitnet.train.recipes import DEFAULT_PRESET
 
     assert DEFAULT_PRESET == "best"
 
@@ -266,7 +272,7 @@ def test_resume_at_another_learning_rate(tmp_path):
 
 def _blow_up_after(epochs_done):
     """A callback that, after ``epochs_done`` epochs, makes the weights so large that the next diverges."""
-    from digitnet.training import Callback
+    from digitnet.train import Callback
 
     class BlowUp(Callback):
         def on_train_begin(self, network, optimizer, epochs):
@@ -281,7 +287,7 @@ def _blow_up_after(epochs_done):
 
 def test_divergence_keeps_the_last_completed_epoch_in_the_checkpoint(tmp_path):
     from digitnet.errors import TrainingDiverged
-    from digitnet.modelfile import read_model_file
+    from digitnet.files.modelfile import read_model_file
 
     args = dict(subset=500, overrides={"sizes": [784, 16, 10], "schedule": None, "shift": 0})
     # Checkpoints at most once an hour: the file holds epoch 1 when epoch 4 diverges,
@@ -313,7 +319,7 @@ def _stop_after(epochs_done):
 # -- memory -------------------------------------------------------------------------------------
 
 def test_memory_estimate_counts_parameters_optimiser_state_and_batches():
-    from digitnet.recipes import training_memory_bytes
+    from digitnet.train.recipes import training_memory_bytes
 
     sgd = training_memory_bytes([784, 100, 10], batch_size=10, optimizer="sgd")
     adam = training_memory_bytes([784, 100, 10], batch_size=10, optimizer="adam")
@@ -329,7 +335,7 @@ def test_memory_estimate_counts_parameters_optimiser_state_and_batches():
 
 
 def test_memory_check_refuses_before_allocating(monkeypatch):
-    from digitnet import recipes
+    from digitnet.train import recipes
 
     monkeypatch.setattr(recipes, "available_memory_bytes", lambda: 2**30)
     preset = get_preset("best").with_overrides({"sizes": [784, 100_000, 10]})
@@ -352,7 +358,7 @@ def test_memory_check_refuses_before_allocating(monkeypatch):
 def test_available_memory_reads_meminfo_and_survives_without_it(monkeypatch, tmp_path):
     import builtins
 
-    from digitnet import recipes
+    from digitnet.train import recipes
 
     value = recipes.available_memory_bytes()
     assert value is None or value > 0
@@ -392,7 +398,7 @@ def test_available_memory_reads_meminfo_and_survives_without_it(monkeypatch, tmp
 # -- where the data came from -------------------------------------------------------------------
 
 def test_a_data_folder_is_recorded_as_its_absolute_path(tmp_path, monkeypatch):
-    from digitnet.recipes import recorded_source
+    from digitnet.train.recipes import recorded_source
 
     folder = tmp_path / "digits"
     folder.mkdir()

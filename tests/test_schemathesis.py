@@ -42,9 +42,9 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with")
     from fastapi.testclient import TestClient  # noqa: E402
 
-from digitnet.imaging import MIN_CONTRAST, to_png_bytes  # noqa: E402
-from digitnet.modelfile import load_model  # noqa: E402
-from digitnet.web.app import MAX_BODY_BYTES, create_app  # noqa: E402
+from digitnet.app.imaging import MIN_CONTRAST, to_png_bytes  # noqa: E402
+from digitnet.app.web.app import MAX_BODY_BYTES, create_app  # noqa: E402
+from digitnet.files.modelfile import load_model  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with:UserWarning")
 

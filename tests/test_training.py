@@ -9,9 +9,9 @@ import pytest
 
 from digitnet import Callback, History, Network
 from digitnet.errors import DataError, DigitnetError, TrainingDiverged
-from digitnet.modelfile import load_checkpoint, save_model
-from digitnet.optimizers import get_optimizer
-from digitnet.training import epoch_order
+from digitnet.files.modelfile import load_checkpoint, save_model
+from digitnet.nn.optimizers import get_optimizer
+from digitnet.train import epoch_order
 
 
 def _blobs(n=60, seed=0, k=3, d=2):
@@ -402,7 +402,7 @@ def test_a_custom_two_argument_activation_trains_like_the_builtin():
     """The training step writes into preallocated arrays when an activation
     accepts ``out=``; one written against the plain two-argument API must take
     the allocating path and reach the very same weights."""
-    from digitnet.activations import Activation, Tanh
+    from digitnet.nn.activations import Activation, Tanh
 
     class PlainTanh(Activation):
         name = "tanh"
@@ -428,7 +428,7 @@ def test_a_custom_two_argument_activation_trains_like_the_builtin():
 
 def test_an_optimizer_subclass_that_overrides_update_gets_its_update_called():
     """fit's scaled-gradient shortcut must not bypass a user's own update()."""
-    from digitnet.optimizers import SGD
+    from digitnet.nn.optimizers import SGD
 
     class LoggingSGD(SGD):
         calls = 0

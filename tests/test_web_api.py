@@ -33,16 +33,17 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient  # noqa: E402
 
 from digitnet import Network  # noqa: E402
-from digitnet.cli import serve as serve_cli  # noqa: E402
+from digitnet.app.cli import serve as serve_cli  # noqa: E402
+from digitnet.app.imaging import to_png_bytes  # noqa: E402
+from digitnet.app.web.app import MAX_BODY_BYTES, STATIC_DIR, create_app  # noqa: E402
 from digitnet.data import load_mnist  # noqa: E402
 from digitnet.errors import DigitnetError  # noqa: E402
-from digitnet.imaging import to_png_bytes  # noqa: E402
-from digitnet.modelfile import load_model  # noqa: E402
-from digitnet.web.app import MAX_BODY_BYTES, STATIC_DIR, create_app  # noqa: E402
+from digitnet.files.modelfile import load_model  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with:UserWarning")
 
 from conftest import MNIST_PREPROCESSING  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -395,7 +396,7 @@ def test_unknown_path(client):
 
 
 def test_serve_uses_the_last_trained_model_then_the_kept_best(tmp_path, monkeypatch, capsys, model_path):
-    from digitnet import paths
+    from digitnet.files import paths
 
     monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path / "cache"))
     paths.remember_last_model(model_path)
@@ -425,7 +426,7 @@ def test_serve_model_argument_wins(tmp_path, model_path):
     (["--port", "http"], "expected a port number, got 'http'"),
 ])
 def test_serve_bad_port_is_a_one_line_usage_error(argv, message, capsys):
-    from digitnet.cli import main
+    from digitnet.app.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", *argv])

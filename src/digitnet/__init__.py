@@ -8,11 +8,17 @@
 
 __version__ = "0.1.0"
 
-from .errors import DataError, DigitnetError, ImageError, ModelFileError, TrainingDiverged  # noqa: E402
-from .gradcheck import check_gradients  # noqa: E402
-from .network import Network  # noqa: E402
-from .optimizers import SGD, Adam, Momentum, Nesterov  # noqa: E402
-from .training import Callback, History  # noqa: E402
+from .errors import (  # noqa: E402
+    DataError,
+    DigitnetError,
+    ImageError,
+    ModelFileError,
+    TrainingDiverged,
+)
+from .nn.gradcheck import check_gradients  # noqa: E402
+from .nn.network import Network  # noqa: E402
+from .nn.optimizers import SGD, Adam, Momentum, Nesterov  # noqa: E402
+from .train import Callback, History  # noqa: E402
 
 __all__ = [
     "Network", "History", "Callback", "check_gradients",
@@ -25,7 +31,7 @@ __all__ = [
 def __getattr__(name):
     # Model files import lazily so that `import digitnet` stays light.
     if name in ("load_model", "save_model"):
-        from . import modelfile
+        from .files import modelfile
 
         return getattr(modelfile, name)
     raise AttributeError(f"module 'digitnet' has no attribute {name!r}")

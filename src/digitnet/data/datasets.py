@@ -22,7 +22,7 @@ from typing import Optional, Union
 import numpy as np
 
 from digitnet.errors import DataError
-from digitnet.paths import CACHE_ENV, user_cache_dir  # noqa: F401  (re-exported)
+from digitnet.files.paths import CACHE_ENV, user_cache_dir  # noqa: F401  (re-exported)
 
 from .idx import PathLike, atomic_output, read_idx, read_idx_and_sha256
 from .kaggle_csv import read_kaggle_csv
@@ -53,7 +53,7 @@ IDX_FILES: dict[str, str] = {
 }
 
 #: MNIST as shipped inside the package (package data).
-BUNDLED_MNIST_DIR = Path(__file__).resolve().parent.parent / "datasets" / "mnist"
+BUNDLED_MNIST_DIR = Path(__file__).resolve().parent / "mnist"
 
 #: Where operating-system packages put data sets; ``apt-get install
 #: dataset-fashion-mnist`` (Debian, Ubuntu) fills the first one.
@@ -209,7 +209,7 @@ class Dataset:
 
 
 def cache_dir() -> Path:
-    """The folder for decoded arrays and downloads (see :func:`digitnet.paths.user_cache_dir`)."""
+    """The folder for decoded arrays and downloads (see :func:`digitnet.files.paths.user_cache_dir`)."""
     return user_cache_dir()
 
 

@@ -26,9 +26,9 @@ from typing import Mapping, Optional, Sequence, Union
 from digitnet import __version__
 from digitnet.errors import DataError
 
+from ..files.fileio import create_temp as _create_temp
 from . import datasets
 from .datasets import IDX_FILES, FileChecksum
-from ..fileio import create_temp as _create_temp
 from .idx import PathLike, read_idx
 
 __all__ = ["download", "MIRRORS"]

@@ -48,9 +48,9 @@ from typing import IO, Iterator, Optional, Union
 
 import numpy as np
 
-from digitnet import fileio
 from digitnet.errors import DataError
-from digitnet.fileio import os_reason as _os_reason
+from digitnet.files import fileio
+from digitnet.files.fileio import os_reason as _os_reason
 
 __all__ = ["read_idx", "read_idx_and_sha256", "write_idx", "TYPE_CODES"]
 
@@ -110,7 +110,7 @@ _MAX_NDIM = _max_ndim()
 
 @contextlib.contextmanager
 def atomic_output(path: PathLike, what: str = "file") -> Iterator[IO[bytes]]:
-    """:func:`digitnet.fileio.atomic_output`, raising :class:`DataError`."""
+    """:func:`digitnet.files.fileio.atomic_output`, raising :class:`DataError`."""
     with fileio.atomic_output(path, what, DataError) as handle:
         yield handle
 

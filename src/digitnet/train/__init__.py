@@ -1,7 +1,7 @@
 """Training: the loop, its batches, history and callbacks, augmentation.
 
 :func:`fit` is what ``Network.fit`` runs; one step of it is
-:meth:`digitnet.network.Network.update_mini_batch`.
+:meth:`digitnet.nn.network.Network.update_mini_batch`.
 """
 
 from .batches import epoch_order

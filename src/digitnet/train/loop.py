@@ -6,7 +6,7 @@
 
 A mini-batch is always computed at once, as matrices; there is no Python
 loop over samples.  The step itself is
-:meth:`digitnet.network.Network.update_mini_batch` (backprop, then the
+:meth:`digitnet.nn.network.Network.update_mini_batch` (backprop, then the
 optimiser's update); this module decides what each step sees and keeps the
 books: the epoch's order and batches (:mod:`.batches`), the learning-rate
 schedule, the epoch's loss and accuracy, validation, early stopping,
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..augment import get_augment
 from ..errors import DataError, DigitnetError, TrainingDiverged
-from ..optimizers import Optimizer, get_optimizer
-from ..schedules import Constant, Schedule, get_schedule
+from ..nn.optimizers import Optimizer, get_optimizer
+from ..nn.schedules import Constant, Schedule, get_schedule
+from .augment import get_augment
 from .batches import Batches
 from .history import COLUMNS, Callback, History, as_callbacks
 
@@ -44,11 +44,11 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
     epochs : total number of passes over the data (counting any ``initial_epoch``).
     batch_size : samples per gradient step; ``None`` for full-batch descent.
     optimizer : ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"`` or an
-        :class:`~digitnet.optimizers.Optimizer` (whose state is kept, for resuming).
+        :class:`~digitnet.nn.optimizers.Optimizer` (whose state is kept, for resuming).
     lr : base learning rate (η); defaults per optimiser (0.1 for SGD, 1e-3 for Adam).
     l2 : Nielsen's λ: adds (λ/2n)·Σ‖W‖² to the loss, n = ``len(X)``.
     schedule : ``None``/``"constant"``, ``"step"``, ``"cosine"`` or a
-        :class:`~digitnet.schedules.Schedule`.
+        :class:`~digitnet.nn.schedules.Schedule`.
     validation_data : ``(X_val, y_val)``, evaluated after every epoch.
     early_stopping : patience: stop after this many epochs without a lower
         validation loss, and restore the best weights.
@@ -57,7 +57,7 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
     initial_epoch, history : continue a run (``--resume``): epochs before
         ``initial_epoch`` are skipped and new records appended to ``history``.
     augment : a function ``augment(X_rows, rng)`` that changes training
-        inputs in place (see :mod:`digitnet.augment`), or a whole number k
+        inputs in place (see :mod:`digitnet.train.augment`), or a whole number k
         for random shifts of up to k pixels.  It works on copies of the
         rows, every epoch afresh, with ``rng`` seeded by (seed, epoch).
 

@@ -1,0 +1,1 @@
+"""Files digitnet writes and reads: model files (no pickle), atomic writes, where things are kept."""
