@@ -24,6 +24,8 @@ resumed run end bit for bit where an uninterrupted one would.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import DigitnetError
@@ -92,12 +94,7 @@ class Optimizer:
         Not when a subclass redefined only ``update``: its own step must run,
         and it expects the plain gradient.
         """
-        for klass in type(self).__mro__:
-            if "update_scaled" in vars(klass) or "apply" in vars(klass):
-                return True
-            if "update" in vars(klass):
-                return False
-        return True
+        return _takes_scaled_gradients(type(self))
 
     def _scratch(self, like: np.ndarray) -> np.ndarray:
         """A parameter-sized scratch array, allocated once and reused each step."""
@@ -118,6 +115,17 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({args})"
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_scaled_gradients(cls) -> bool:
+    # Looked up once per class: the training step asks before every update.
+    for klass in cls.__mro__:
+        if "update_scaled" in vars(klass) or "apply" in vars(klass):
+            return True
+        if "update" in vars(klass):
+            return False
+    return True
 
 
 class SGD(Optimizer):
