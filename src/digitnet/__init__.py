@@ -24,7 +24,7 @@ __all__ = [
     "Network", "History", "Callback", "check_gradients",
     "SGD", "Momentum", "Nesterov", "Adam",
     "DigitnetError", "DataError", "ModelFileError", "ImageError", "TrainingDiverged",
-    "load_model", "save_model",
+    "load_model", "save_model", "sweep",
 ]
 
 
@@ -34,4 +34,8 @@ def __getattr__(name):
         from .files import modelfile
 
         return getattr(modelfile, name)
+    if name == "sweep":  # the sweep engine (and its process pool) loads when first used
+        from .train.sweep import sweep
+
+        return sweep
     raise AttributeError(f"module 'digitnet' has no attribute {name!r}")

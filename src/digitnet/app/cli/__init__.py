@@ -19,13 +19,16 @@ from .common import ArgumentParser, HelpFormatter, print_error
 
 #: Subcommand modules, in the order ``digitnet --help`` lists them.  A module
 #: that is not installed yet is skipped.
-COMMAND_MODULES = ("train", "evaluate", "predict", "info", "presets", "gradcheck", "plot", "serve")
+COMMAND_MODULES = ("train", "sweep", "evaluate", "predict", "info", "presets", "gradcheck", "plot", "serve",
+                   "export")
 
 EXAMPLES = """\
 examples:
   digitnet train                              train the default preset ('best') on MNIST
   digitnet train --preset nielsen             reproduce Nielsen's network.py
   digitnet train --preset xor                 a two-second demo on the XOR table
+  digitnet sweep --preset nielsen --grid lr=0.03,0.3,3,30 --epochs 5
+                                              compare learning rates, in parallel
   digitnet evaluate digitnet-best.npz         accuracy, precision/recall, confusion matrix
   digitnet predict digitnet-best.npz seven.png
   digitnet presets                            the recipes and what they reach
