@@ -620,7 +620,8 @@ def load_problem(path) -> tuple[str, str | None]:
 def commands(corpus, path, loaded: bool, plot: bool) -> list[list]:
     runs = [["info", path]]
     if loaded:
-        runs += [["predict", path, corpus["png"]], ["evaluate", path, "--data", corpus["data"]]]
+        runs += [["predict", path, corpus["png"]], ["evaluate", path, "--data", corpus["data"]],
+                 ["export", path, "--out", corpus["out"] / "fuzz.onnx"]]
     if plot:
         runs += [["plot", "confusion", path, "--out", corpus["out"] / "confusion.png",
                   "--data", corpus["data"], "--limit", 20],
@@ -804,7 +805,8 @@ def every_command(corpus, path):
             ["plot", "confusion", path, "--out", corpus["out"] / "c.png", "--data", corpus["data"],
              "--limit", 20],
             ["plot", "curves", path, "--out", corpus["out"] / "c.png"],
-            ["report", path, "--out", corpus["out"] / "report", "--data", corpus["data"], "--limit", 20]]
+            ["report", path, "--out", corpus["out"] / "report", "--data", corpus["data"], "--limit", 20],
+            ["export", path, "--out", corpus["out"] / "m.onnx"]]
 
 
 def expect_load_error(path, *fragments, peak_limit=EXTRA_BYTES) -> str:

@@ -95,12 +95,14 @@ def test_the_checker_sees_a_wrong_import(tmp_path, monkeypatch):
 
 
 def test_import_digitnet_stays_light():
-    """``import digitnet`` (and using a network) loads no matplotlib, FastAPI, Pillow or SciPy."""
+    """``import digitnet`` (and using a network) loads no matplotlib, FastAPI, Pillow, SciPy,
+    scikit-learn, ONNX or tqdm (the extras are imported where they are used)."""
     code = ("import sys, digitnet, numpy as np\n"
             "net = digitnet.Network([4, 3, 2], seed=0)\n"
             "net.fit(np.eye(4), [0, 1, 0, 1], epochs=1, batch_size=2)\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('matplotlib', 'fastapi', 'starlette', 'uvicorn', 'PIL', 'scipy', 'torch', 'sklearn'))\n"
+            "('matplotlib', 'fastapi', 'starlette', 'uvicorn', 'PIL', 'scipy', 'torch', 'sklearn', "
+            "'onnx', 'onnxruntime', 'tqdm', 'ipywidgets', 'IPython', 'pandas'))\n"
             "apps = sorted(m for m in sys.modules if m.startswith('digitnet.app'))\n"
             "print(heavy, apps)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

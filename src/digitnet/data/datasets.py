@@ -203,6 +203,29 @@ class Dataset:
             f"X_test={describe(self.X_test)}, y_test={describe(self.y_test)})"
         )
 
+    def _repr_html_(self) -> str:
+        """A table of the parts (samples, shape, dtype, value range, samples per class): how Jupyter shows it."""
+        from html import escape
+
+        classes = self.classes
+        head = "".join(f"<th>{escape(c)}</th>" for c in classes)
+        rows = []
+        for part, X, y in (("train", self.X_train, self.y_train), ("test", self.X_test, self.y_test)):
+            if X is None:
+                rows.append(f"<tr><td>{part}</td><td colspan='{4 + len(classes)}'>none</td></tr>")
+                continue
+            span = f"{X.min():g} … {X.max():g}" if X.size else "–"
+            counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(classes)) if y is not None \
+                else [None] * len(classes)
+            cells = "".join(f"<td style='text-align:right'>{'–' if c is None else f'{c:,}'}</td>"
+                            for c in counts[:len(classes)])
+            rows.append(f"<tr><td>{part}</td><td style='text-align:right'>{len(X):,}</td>"
+                        f"<td>{' × '.join(map(str, X.shape[1:]))}</td><td>{X.dtype}</td>"
+                        f"<td>{span}</td>{cells}</tr>")
+        return (f"<table><caption>Dataset {escape(self.name)!r}: {len(classes)} classes; samples per "
+                "class on the right</caption><thead><tr><th>part</th><th>samples</th><th>each</th>"
+                f"<th>dtype</th><th>values</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
 
 # --------------------------------------------------------------------------- #
 # cache folder
