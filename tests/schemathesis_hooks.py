@@ -8,6 +8,10 @@ rightly refuses as blank drawings (422), so its ``positive_data_acceptance``
 check would report them.  These hooks teach it what a valid image body is:
 digit-like strokes on a plain canvas, encoded in the formats the server reads.
 
+The same drawings fill the batch route's multipart form: its ``images``
+part names these types in its ``encoding``, and Schemathesis takes a part's
+body from the strategy registered for its type.
+
 Load them with ``SCHEMATHESIS_HOOKS=tests/schemathesis_hooks.py`` (what
 ``tests/test_schemathesis.py`` does); see docs/web.md.
 """
@@ -59,3 +63,47 @@ def drawings(draw, image_format: str) -> bytes:
 
 for _media_type, _format in FORMATS.items():
     schemathesis.openapi.media_type(_media_type, drawings(_format))
+
+
+# ---------------------------------------------------------------------------
+# POST /api/train: the Train view's training jobs
+
+#: The sizes of the MNIST training and test sets the server trains on (for the memory estimate).
+MNIST_ROWS = (60_000, 10_000)
+
+
+@schemathesis.hook("filter_case").apply_to(method="POST", path="/api/train")
+def recipes_within_the_memory_cap(context, case) -> bool:
+    """Leave out schema-valid recipes over the server's memory cap (``x-max-training-bytes``).
+
+    That cap is the one rule of a recipe JSON Schema cannot state: it weighs
+    the layers, the batch size, the optimiser and the number of images
+    together (digitnet.train.recipes.training_memory_bytes).  The server
+    rightly refuses such a recipe with a 422, which Schemathesis would report
+    as a valid request rejected.  Recipes that break the schema are all kept.
+    """
+    from digitnet.app.web.training import TrainLimits, training_bytes
+
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or not isinstance(case.body, dict):
+        return True
+    need = training_bytes(case.body, train_rows=MNIST_ROWS[0], test_rows=MNIST_ROWS[1])
+    return need is None or need <= TrainLimits().max_memory_bytes
+
+
+@schemathesis.hook("after_call").apply_to(method="POST", path="/api/train")
+def stop_the_job_it_started(context, case, response) -> None:
+    """Stop each training job a request started (202) at once, so that the run tests the API
+    on an idle server rather than alongside training runs it started by chance.  The DELETE
+    goes out from a thread: the run need not wait for the job to wind down (a request in the
+    meantime may get a 409, which is what the API says of a job still running)."""
+    if response.status_code != 202:
+        return
+    import threading
+
+    import httpx
+
+    job = response.json()["job"]
+    url = response.request.url.rsplit("/api/train", 1)[0]
+    threading.Thread(target=httpx.delete, args=(f"{url}/api/train/{job}",), kwargs={"timeout": 30},
+                     daemon=True).start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 from pathlib import Path
 
@@ -15,17 +16,26 @@ EXAMPLES = """\
   digitnet serve digitnet-best.npz        a model file of your choice
   digitnet serve --port 8080              another port
   digitnet serve --port 0                 any free port (the URL is printed)
+  digitnet serve --workers 2              two server processes (one per CPU core)
 """
 
 DESCRIPTION = """\
 Serve a page where you draw a digit and the network reads it as you draw:
 the ten probabilities, the 28x28 image the network reads (cropped, scaled
 and centred as 'digitnet predict' does) and its hidden layers' activations.
+Its Train view trains a network on MNIST while you watch it learn; Try it
+then reads your drawings with it, and Save keeps it as a model file in the
+cache folder's models/ (one server process only: not with --workers).
 
 Without MODEL it uses the last model 'digitnet train' saved; if there is
 none, it trains the 'best' preset once (a few minutes) and keeps it in the
 cache folder for next time. It listens on 127.0.0.1 (this computer only)
 unless --host says otherwise. The API is described at /openapi.json.
+
+It runs on uvicorn with uvloop and httptools where they are installed (the
+'web' extra installs them), else on asyncio and h11. --workers N starts N
+server processes sharing the port, each with its own copy of the model: for
+a machine with several cores and many clients.
 """
 
 _NEEDS_WEB = "digitnet serve needs FastAPI and uvicorn: pip install 'digitnet[web]'"
@@ -39,7 +49,27 @@ def add_parser(subparsers):
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this computer only)")
     p.add_argument("--port", type=_port, default=8000, help="port to listen on, 0 for any free one (default: 8000)")
+    p.add_argument("--workers", type=_workers, default=1, metavar="N",
+                   help="server processes sharing the port, each with its own copy of the model (default: 1)")
     return p
+
+
+#: The environment variable that hands the model file to --workers' processes.
+MODEL_ENV = "DIGITNET_SERVE_MODEL"
+#: The most --workers accepts (each process holds a copy of the model).
+MAX_WORKERS = 64
+
+
+def _workers(text: str) -> int:
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
+    if not 1 <= n <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"the number of worker processes is 1..{MAX_WORKERS}, got {n}")
+    return n
 
 
 def _port(text: str) -> int:
@@ -153,9 +183,49 @@ def _single_threaded_blas() -> bool:
 
 
 def _windows() -> bool:
-    import os
-
     return os.name == "nt"
+
+
+def http_stack() -> tuple[str, str]:
+    """uvicorn's ``(loop, http)``: uvloop and httptools where installed, else asyncio and h11.
+
+    uvloop is a faster event loop and httptools a faster HTTP parser (both
+    C); uvloop does not exist for Windows, and either may be missing from a
+    minimal install, so each falls back on its own.
+    """
+    try:
+        import uvloop  # noqa: F401
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    try:
+        import httptools  # noqa: F401
+        http = "httptools"
+    except ImportError:
+        http = "h11"
+    return loop, http
+
+
+def worker_app():
+    """The app of one ``--workers`` process: the model file named by ``$DIGITNET_SERVE_MODEL``.
+
+    uvicorn starts each worker process afresh and builds its app from an
+    import string, so the parent hands the model over by name: this factory
+    (``digitnet.app.cli.serve:worker_app``) loads it, as the parent did.
+    """
+    from ..web.app import create_app
+
+    path = os.environ.get(MODEL_ENV)
+    if not path:
+        raise DigitnetError(f"{MODEL_ENV} is not set: worker_app() serves the model file it names")
+    from ..web.training import Trainer
+
+    # A training job lives in one process; the next request may reach another.
+    no_training = Trainer(disabled="this server runs several processes (digitnet serve --workers), which "
+                                   "cannot share a training job: start digitnet serve without --workers to train")
+    app = create_app(_load(Path(path)), model_path=path, trainer=no_training)
+    _single_threaded_blas()
+    return app
 
 
 def _is_loopback(host: str) -> bool:
@@ -195,13 +265,18 @@ def run(args) -> int:
         if not _is_loopback(args.host):
             print(f"warning: listening on {args.host}: other computers that can reach this one "
                   "can use the page too", flush=True)
-        print(f"serving {path} ({' → '.join(map(str, network.sizes))})", flush=True)
+        loop, http = http_stack()
+        processes = f", {args.workers} worker processes" if args.workers > 1 else ""
+        print(f"serving {path} ({' → '.join(map(str, network.sizes))}) on {http} + {loop}{processes}",
+              flush=True)
         print(f"open {url} in a browser; Ctrl-C stops the server", flush=True)
-        config = uvicorn.Config(app, log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=2)
-        server = uvicorn.Server(config)
+        options = dict(log_level="warning", access_log=False, timeout_graceful_shutdown=2,
+                       loop=loop, http=http)
         try:
-            server.run(sockets=[sock])
+            if args.workers == 1:
+                uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
+            else:
+                _run_workers(sock, path, args.workers, options)
         except KeyboardInterrupt:
             # uvicorn shuts down gracefully on Ctrl-C, then re-raises it:
             # for a server that is the normal way to stop.
@@ -210,3 +285,19 @@ def run(args) -> int:
         sock.close()
     print("server stopped", flush=True)
     return 0
+
+
+def _run_workers(sock: socket.socket, path: Path, workers: int, options: dict) -> None:
+    """Serve with ``workers`` processes on the bound ``sock`` until stopped (Ctrl-C, SIGTERM).
+
+    uvicorn's own supervisor starts them (and restarts one that dies); each
+    builds its app with :func:`worker_app` from the model file, which the
+    parent has already loaded once, so a bad file was reported before any
+    worker started.
+    """
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[MODEL_ENV] = str(Path(path).resolve())
+    config = uvicorn.Config("digitnet.app.cli.serve:worker_app", factory=True, workers=workers, **options)
+    Multiprocess(config, sockets=[sock]).run()

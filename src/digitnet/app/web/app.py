@@ -21,6 +21,10 @@ line saying what is wrong>"}`` with a 4xx status, never a 500 for bad input):
     A blank drawing (an image of one colour; pixels of which none reaches
     ``MIN_CONTRAST``, 0.1) is ``422 {"detail": "the image is blank: ...",
     "blank": true}``.
+``POST /api/predict/batch``
+    Up to 200 digits at once, as JSON ``{"images": [[784 numbers], ...]}``
+    or as a multipart/form-data form of ``images`` parts; one answer or
+    one error per image, in order (see :mod:`digitnet.app.web.batch`).
 ``GET /api/sample?index=I``
     Test digit ``I`` (0 to count - 1, in plain digits; random when omitted)
     of the model's data set: ``{"index", "label", "pixels": [784], "count",
@@ -318,7 +322,7 @@ def openapi_document(reader: "_Reader", *, dataset: str, count: int | None,
     }
     last_index = "" if count is None else f" to {count - 1}"
     index_rule = f"a whole number from 0{last_index}, in plain digits"
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": "digitnet",
@@ -385,6 +389,9 @@ def openapi_document(reader: "_Reader", *, dataset: str, count: int | None,
             error: _error_schema(),
         }},
     }
+    from .batch import add_to_openapi  # POST /api/predict/batch (batch.py)
+
+    return add_to_openapi(document, reader, max_body_bytes=max_body_bytes, max_image_side=max_image_side)
 
 
 # --------------------------------------------------------------------------
@@ -422,16 +429,7 @@ class _Reader:
     def answer(self, x: np.ndarray) -> dict:
         """The prediction for one image ``x`` ``(784,)`` in [0, 1], as the API's JSON dict."""
         layers = self.network.forward(self.network_input(x.reshape(1, N_PIXELS)))
-        out = layers[-1][0].astype(np.float64)
-        if self.softmax_output:
-            probabilities = out
-        else:
-            # Sigmoid outputs (Nielsen's network) need not sum to 1: show
-            # their shares, which keeps the ranking.
-            positive = np.clip(out, 0.0, None)
-            total = positive.sum()
-            probabilities = positive / total if total > 0 else np.full_like(out, 1 / out.size)
-        probabilities = np.round(probabilities, 6)
+        probabilities = self.probabilities(layers[-1])[0]
         top = int(np.argmax(probabilities))
         return {
             "blank": False,
@@ -442,6 +440,17 @@ class _Reader:
             "input": _rounded(x, 4),
             "activations": [_rounded(a[0], 4) for a in layers[1:-1]],
         }
+
+    def probabilities(self, out: np.ndarray) -> np.ndarray:
+        """Output rows ``(n, classes)`` -> the probabilities the API reports (float64, 6 places)."""
+        out = out.astype(np.float64)
+        if not self.softmax_output:
+            # Sigmoid outputs (Nielsen's network) need not sum to 1: show
+            # their shares, which keeps the ranking.
+            positive = np.clip(out, 0.0, None)
+            total = positive.sum(axis=1, keepdims=True)
+            out = np.where(total > 0, positive / np.where(total > 0, total, 1.0), 1 / out.shape[1])
+        return np.round(out, 6)
 
     def describe(self) -> dict:
         """Everything ``/api/model`` says except the measured accuracy."""
@@ -536,6 +545,21 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+#: Work done on the event loop itself rather than in a worker thread: images
+#: of at most this many pixels (the page's canvas has 78,400) ...
+INLINE_MAX_PIXELS = 512 * 512
+#: ... and JSON bodies of at most this many bytes (784 numbers take ~2-20 KB).
+INLINE_MAX_JSON_BYTES = 65_536
+
+
+def _small_work(body: bytes, is_json: bool) -> bool:
+    """Whether answering ``body`` is quick enough to do on the event loop (about a millisecond)."""
+    if is_json:
+        return len(body) <= INLINE_MAX_JSON_BYTES
+    size = imaging.image_size(body)  # from the header: nothing is decoded
+    return size is None or size[0] * size[1] <= INLINE_MAX_PIXELS  # None: refused at once
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes (413).
 
@@ -579,17 +603,21 @@ def _json_type(value: Any) -> str:
     return "a number"
 
 
-def _pixels_from_json(body: bytes) -> tuple[np.ndarray, bool]:
-    """Parse ``{"pixels": [...], "preprocess": bool}``; returns ``(x (784,) float32, preprocess)``."""
+def _parse_json(body: bytes, hint: str = _IMAGE_OR_JSON) -> Any:
+    """The parsed JSON body; ApiError 400 (ending with ``hint``) when it does not parse."""
     try:
-        payload = json.loads(body)
+        return json.loads(body)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"the body is not valid JSON ({exc.msg} at line {exc.lineno} "
-                            f"column {exc.colno}); {_IMAGE_OR_JSON}") from None
+                            f"column {exc.colno}); {hint}") from None
     except (ValueError, RecursionError) as exc:  # bad UTF-8, absurd nesting
         reason = "nested too deeply" if isinstance(exc, RecursionError) else "not UTF-8 text"
-        raise ApiError(400, f"the body is not valid JSON ({reason}); {_IMAGE_OR_JSON}") from None
+        raise ApiError(400, f"the body is not valid JSON ({reason}); {hint}") from None
 
+
+def _pixels_from_json(body: bytes) -> tuple[np.ndarray, bool]:
+    """Parse ``{"pixels": [...], "preprocess": bool}``; returns ``(x (784,) float64, preprocess)``."""
+    payload = _parse_json(body)
     shape_hint = 'expected a JSON object {"pixels": [784 numbers in 0..1]}'
     if not isinstance(payload, dict):
         raise ApiError(422, f"{shape_hint}, got {_json_type(payload)}")
@@ -601,30 +629,37 @@ def _pixels_from_json(body: bytes) -> tuple[np.ndarray, bool]:
     preprocess = payload.get("preprocess", False)
     if not isinstance(preprocess, bool):
         raise ApiError(422, f'"preprocess" must be true or false, got {_json_type(preprocess)}')
+    return _check_pixels(payload["pixels"]), preprocess
 
-    pixels = payload["pixels"]
+
+def _check_pixels(pixels: Any, name: str = '"pixels"', element: str = "pixels") -> np.ndarray:
+    """One digit's pixels as JSON gave them -> float64 ``(784,)``; ApiError 422 unless valid.
+
+    ``name`` and ``element`` say where they were in the messages (``"pixels"``
+    and ``pixels[i]`` for /api/predict, ``images[k]`` and ``images[k][i]`` in a batch).
+    """
     if not isinstance(pixels, list):
-        raise ApiError(422, f'"pixels" must be a list of {N_PIXELS} numbers, got {_json_type(pixels)}')
+        raise ApiError(422, f'{name} must be a list of {N_PIXELS} numbers, got {_json_type(pixels)}')
     if len(pixels) == SIDE and all(isinstance(row, list) for row in pixels):
         lengths = [len(row) for row in pixels]
         if any(n != SIDE for n in lengths):
             bad = next(i for i, n in enumerate(lengths) if n != SIDE)
-            raise ApiError(422, f'"pixels" as rows needs 28 rows of 28 numbers; row {bad} has {lengths[bad]}')
+            raise ApiError(422, f'{name} as rows needs 28 rows of 28 numbers; row {bad} has {lengths[bad]}')
         pixels = [v for row in pixels for v in row]
     if len(pixels) != N_PIXELS:
-        raise ApiError(422, f'"pixels" must hold {N_PIXELS} numbers (28x28, row by row), got {len(pixels)}')
+        raise ApiError(422, f'{name} must hold {N_PIXELS} numbers (28x28, row by row), got {len(pixels)}')
     for i, v in enumerate(pixels):
         # bool is an int in Python but not a number in JSON; huge integers
         # would overflow float conversion, so range-check before converting.
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ApiError(422, f"pixels[{i}] is {_json_type(v)}, not a number; every pixel must be 0..1")
+            raise ApiError(422, f"{element}[{i}] is {_json_type(v)}, not a number; every pixel must be 0..1")
         if isinstance(v, float) and not math.isfinite(v):
-            raise ApiError(422, f"pixels[{i}] is {v}: every pixel must be a finite number from 0 to 1")
+            raise ApiError(422, f"{element}[{i}] is {v}: every pixel must be a finite number from 0 to 1")
         if not 0 <= v <= 1:
             shown = f"{v:g}" if isinstance(v, float) or abs(v) < 10**12 else "a huge integer"
-            raise ApiError(422, f"pixels[{i}] is {shown}, outside 0..1; divide 8-bit values by 255")
+            raise ApiError(422, f"{element}[{i}] is {shown}, outside 0..1; divide 8-bit values by 255")
     # float64: the blank test compares the numbers as sent, not their float32 roundings.
-    return np.asarray(pixels, dtype=np.float64), preprocess
+    return np.asarray(pixels, dtype=np.float64)
 
 
 def _blank(detail: str) -> ApiError:
@@ -753,18 +788,25 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(network: Network, *, model_path: str | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES, max_image_side: int = MAX_IMAGE_SIDE) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES, max_image_side: int = MAX_IMAGE_SIDE,
+               trainer=None) -> FastAPI:
     """The web application serving the drawing page and the API for ``network``.
 
     ``network`` takes 784 inputs (28x28 images); its ``metadata`` (the model
     file's header) gives the input scale (``preprocessing.scale``) and class
     names.  ``model_path`` is only shown on the page.  Raises DigitnetError for
-    a network the page cannot use.
+    a network the page cannot use.  ``trainer`` runs the Train view's jobs
+    (:class:`digitnet.app.web.training.Trainer`; by default one with the
+    standard caps, training on MNIST).
     """
+    from . import batch  # POST /api/predict/batch and the fast JSON answers
+    from .training import Trainer, add_to_openapi, install
+
     reader = _Reader(network, None if model_path is None else str(model_path))
     test_set = _TestSet(reader.dataset)
     accuracy_lock = threading.Lock()
     accuracy: dict = {}
+    trainer = trainer if trainer is not None else Trainer()
 
     app = FastAPI(
         title="digitnet",
@@ -787,11 +829,25 @@ def create_app(network: Network, *, model_path: str | None = None,
             count = None
         document = openapi_document(reader, dataset=test_set.dataset, count=count,
                                     max_body_bytes=max_body_bytes, max_image_side=max_image_side)
+        add_to_openapi(document, trainer.limits)  # the Train view's routes (training.py)
         if count is not None:
             app.openapi_schema = document
         return document
 
     app.openapi = openapi  # what FastAPI's own tools call
+
+    def use_network(trained: Network, job=None) -> None:
+        # The Train view's "Try it": from now on the Draw view reads with `trained`.
+        new = _Reader(trained, None)
+        with accuracy_lock:
+            reader.__dict__ = dict(vars(new))     # one assignment: a request sees one reader or the other
+            if test_set.dataset != reader.dataset:
+                test_set.__init__(reader.dataset)
+            accuracy.clear()
+            app.openapi_schema = None              # the Prediction schema names the hidden layers
+
+    trainer.use_network = use_network
+    install(app, trainer)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi_json() -> JSONResponse:
@@ -805,7 +861,8 @@ def create_app(network: Network, *, model_path: str | None = None,
     # The API.  What each route accepts and answers is in openapi_document(),
     # which the tests hold to what these handlers do.
 
-    @app.post("/api/predict")
+    batch.install(app, reader, max_body_bytes=max_body_bytes, max_image_side=max_image_side)
+
     async def predict(request: Request):
         media = _media_type(request)
         is_json = media == "application/json" or media.endswith("+json")
@@ -818,15 +875,24 @@ def create_app(network: Network, *, model_path: str | None = None,
 
         def work() -> dict:
             if is_json:
-                pixels, preprocess = _pixels_from_json(body)
+                # msgspec's checked decoding first; the full checks word any error.
+                pixels, preprocess = batch.decode_pixels(body) or _pixels_from_json(body)
                 x = _pixel_input(pixels, preprocess)
             else:
                 x = _image_input(body, max_image_side)
             return reader.answer(x)
 
-        # Decoding and the forward pass run in a worker thread (NumPy and
-        # Pillow release the GIL), keeping the event loop free for others.
-        return JSONResponse(await run_in_threadpool(work))
+        # A canvas PNG or 784 numbers take about a millisecond: done right
+        # here, since a hand-off to a worker thread would cost a good part of
+        # that again.  Big images and big JSON bodies go to a worker thread
+        # (NumPy and Pillow release the GIL), keeping the event loop free.
+        if _small_work(body, is_json):
+            return batch.FastJSONResponse(work())
+        return batch.FastJSONResponse(await run_in_threadpool(work))
+
+    # A plain Starlette route: the handler reads the request itself, so
+    # FastAPI's parameter machinery would only add time to every request.
+    app.add_route("/api/predict", predict, methods=["POST"])
 
     @app.get("/api/sample")
     def sample(request: Request):
