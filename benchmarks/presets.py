@@ -35,7 +35,8 @@ RESULTS = OUT / "presets.json"
 REPORT = HERE / "PRESETS.md"
 
 # What the issue asks each recipe to reach (headline figure, see above).
-REQUIRED = {"nielsen": 0.945, "raschka": 0.94, "zhang": 0.80, "nielsen-ce": 0.975, "best": 0.98}
+REQUIRED = {"nielsen": 0.945, "raschka": 0.94, "zhang": 0.80, "nielsen-ce": 0.975, "best": 0.98,
+            "record": 0.995}
 
 
 def machine() -> dict:
@@ -141,7 +142,10 @@ def write_report(results: dict) -> None:
                      f"training ({r['total_seconds']:.1f} s in all), final training accuracy "
                      f"{pct(r['train_accuracy'])}; {m['cpus']} CPUs, load average {load} at the "
                      f"start, {threads}, Python {m['python']}, NumPy {m['numpy']}.")
-    REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # The record preset's own section (benchmarks/record.py writes it) is kept as it is.
+    old = REPORT.read_text(encoding="utf-8") if REPORT.exists() else ""
+    record = old[old.index("## The record preset"):] if "## The record preset" in old else ""
+    REPORT.write_text("\n".join(lines) + "\n" + ("\n" + record if record else ""), encoding="utf-8")
 
 
 def main(argv=None) -> int:

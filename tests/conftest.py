@@ -10,7 +10,7 @@ import pytest
 #: comparison that holds on one CPU only cannot land.
 NUMERIC_MODULES = {"test_network", "test_gradients", "test_training", "test_optimizers",
                    "test_augment", "test_modelfile", "test_recipes", "test_bench_smoke",
-                   "test_web_api", "test_plots", "test_guide", "test_layout"}
+                   "test_web_api", "test_plots", "test_guide", "test_layout", "test_train_hooks"}
 
 
 def pytest_collection_modifyitems(items):

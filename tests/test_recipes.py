@@ -46,7 +46,7 @@ def private_cache(cache_env, monkeypatch):
 
 def test_every_seed_recipe_is_there_and_best_is_the_default():
     assert list(PRESETS) == ["nielsen", "nielsen-deep", "nielsen-ce", "raschka", "zhang",
-                             "softmax-mse", "xor", "best"]
+                             "softmax-mse", "xor", "best", "record"]
     from digitnet.train.recipes import DEFAULT_PRESET
 
     assert DEFAULT_PRESET == "best"

@@ -45,7 +45,7 @@ from ..train import Callback
 __all__ = [
     "DPI", "FIGURE_PIXELS", "KINDS", "NotDrawable", "MAX_HIDDEN_UNITS",
     "learning_curves", "confusion_matrix", "confusion_counts", "mistakes", "hidden_units",
-    "activations", "learning_rates", "data_grid", "save_figure",
+    "activations", "learning_rates", "data_grid", "augment_grid", "save_figure",
 ]
 
 #: Dots per inch of every PNG.
@@ -59,9 +59,11 @@ FIGURE_PIXELS = {
     "activations": (1200, 700),
     "lr": (1000, 600),
     "data": (860, 800),
+    "augment": (900, 1040),
 }
-#: The kinds of picture, in the order a report shows them.
-KINDS = tuple(FIGURE_PIXELS)
+#: The kinds of picture, in the order a report shows them.  ("augment" pictures
+#: a recipe rather than a model: ``digitnet plot augment`` draws it.)
+KINDS = tuple(kind for kind in FIGURE_PIXELS if kind != "augment")
 #: At most this many first-layer units are drawn by :func:`hidden_units`.
 MAX_HIDDEN_UNITS = 100
 #: Learning rates compared when none are given, per optimiser family.
@@ -801,4 +803,47 @@ def data_grid(X, y, out=None, *, per_class: int = 10, classes=None, image_shape=
         title = f"The data: the first {per_class} of each class ({len(X):,} samples)"
     title += "\nrows: class (its number of samples)"
     fig.suptitle("\n".join(textwrap.fill(line, 80) for line in title.split("\n")), fontsize=12)
+    return _finish(fig, out)
+
+
+# -- augmentation -----------------------------------------------------------------------------------
+def augment_grid(X, augment, out=None, *, copies: int = 8, seed: int = 0, image_shape=(28, 28),
+                 title: str | None = None):
+    """Each image of ``X`` (one row each) beside ``copies`` randomly augmented versions of it.
+
+    ``X`` ``(n, h·w)`` images; ``augment`` a function ``augment(X, rng)``
+    that changes rows in place (see :mod:`digitnet.train.augment`).  Column
+    ``j`` is drawn with a generator seeded by ``(seed, j)``, so the picture
+    is the same every time.
+    """
+    X = np.array(X, dtype=np.float32)
+    shape = tuple(int(s) for s in image_shape)
+    if X.ndim != 2 or len(X) == 0 or X.shape[1] != shape[0] * shape[1]:
+        raise DataError(f"augment_grid needs rows of {shape[0]}×{shape[1]} pixels, got an array of "
+                        f"shape {X.shape}")
+    copies = int(copies)
+    if copies < 1:
+        raise DigitnetError(f"copies must be at least 1, got {copies}")
+    columns = [X]
+    for j in range(copies):
+        changed = X.copy()
+        augment(changed, np.random.default_rng([seed, j]))
+        columns.append(changed)
+    n = len(X)
+    tiles = np.stack(columns, axis=1).reshape(n * (copies + 1), *shape)   # row i: original, copies
+    gap = 2
+    sheet = _mosaic(tiles, copies + 1, gap=gap)
+    lo, hi = _display_range(X)
+    fig = _new_figure("augment")
+    ax = fig.subplots()
+    ax.imshow(sheet, cmap=_colormap("gray_r", bad="white"), vmin=lo, vmax=hi, interpolation="nearest")
+    ax.set_xticks([(shape[1] + gap) * j + (shape[1] - 1) / 2 for j in range(copies + 1)],
+                  ["original"] + [f"#{j + 1}" for j in range(copies)])
+    ax.set_yticks([])
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title is None:
+        title = f"{n} images and {copies} random versions of each"
+    fig.suptitle("\n".join(textwrap.fill(line, 90) for line in title.split("\n")), fontsize=12)
     return _finish(fig, out)

@@ -26,21 +26,26 @@ import numpy as np
 
 
 def check_gradients(network, X, y, *, l2: float = 0.0, eps: float = 1e-5,
-                    max_checks_per_array: int | None = None, seed: int = 0) -> dict[str, float]:
+                    max_checks_per_array: int | None = None, seed: int = 0,
+                    masks=None) -> dict[str, float]:
     """Worst relative error per parameter array, as ``{"W1": …, "b1": …, …}``.
 
     The check runs on a float64 copy of ``network`` (the original is not
     touched).  ``X`` is ``(n, n_inputs)``, ``y`` labels ``(n,)`` or targets
     ``(n, n_outputs)``.  For big networks, ``max_checks_per_array`` checks a
     random (seeded) subset of each array's entries instead of all of them.
+    ``masks`` checks a network trained with dropout: fixed masks, one
+    ``(n, k)`` array (or ``None``) per hidden layer (see
+    :meth:`Network.dropout_masks`), held the same in the analytic gradient
+    and in every finite difference, so both are of the one thinned network.
     """
     net = network.copy(dtype=np.float64)
     X = net.check_inputs(X)
     y = np.asarray(y)
-    analytic = net.backward(X, y, l2=l2)[1]
+    analytic = net.backward(X, y, l2=l2, masks=masks)[1]
 
     def loss_at():
-        return net.loss_value(X, y, l2=l2, n_train=len(X))
+        return net.loss_value(X, y, l2=l2, n_train=len(X), masks=masks)
 
     rng = np.random.default_rng(seed)
     report = {}

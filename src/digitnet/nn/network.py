@@ -118,12 +118,17 @@ class Network:
         """
         return self._feedforward_checked(self.check_inputs(X), _ROWS_PER_PASS)
 
-    def _forward(self, X: np.ndarray) -> list[np.ndarray]:
+    def _forward(self, X: np.ndarray, masks=None) -> list[np.ndarray]:
         """Activations ``[a_0 = X, a_1, …, a_L]`` of a checked batch ``X`` ``(n, n_inputs)``.
 
         They are views of the work arrays for ``n`` rows, so the next pass
         over as many rows overwrites them; ``work.z[-1]`` keeps the output
         layer's ``z_L``, which the fused losses need.
+
+        ``masks`` (training only, see :meth:`dropout_masks`): one ``(n, k)``
+        array or ``None`` per hidden layer.  Layer ``l + 1`` then reads
+        ``ã_l = a_l ⊙ m_l`` (written to ``work.dropped[l]``) instead of
+        ``a_l``, which stays in the list for backprop's ``f′``.
         """
         work = self._work_arrays(len(X))
         a = X
@@ -135,10 +140,12 @@ class Network:
             # needs only a_l (every f′ here is written in terms of f's output).
             a = f.forward(z, out=work.a[l]) if work.forward_in_place[l] else f.forward(z)
             activations.append(a)
+            if masks is not None and l < len(masks) and masks[l] is not None:
+                a = np.multiply(a, masks[l], out=work.dropped[l])   # dropout: ã_l = a_l ⊙ m_l
         return activations
 
     def backprop(self, X: np.ndarray, Y: np.ndarray, l2_coef: float = 0.0,
-                 scale: float = 1.0) -> np.ndarray:
+                 scale: float = 1.0, masks=None) -> np.ndarray:
         """Gradient of the batch's loss, written into ``grad_weights`` and ``grad_biases``.
 
         ``X`` ``(n, n_inputs)`` and ``Y`` ``(n, n_outputs)`` are checked
@@ -146,6 +153,8 @@ class Network:
         :meth:`check_targets`).  ``l2_coef`` is λ/n_train: the L2 penalty
         (λ/2n)·Σ‖W‖² adds (λ/n)·W to each weight gradient.  The result is
         ``scale`` × the gradient (see :meth:`update_mini_batch` for why).
+        ``masks``: dropout masks, one per hidden layer (see :meth:`dropout_masks`);
+        with them the gradient is that of the thinned network they pick.
 
         Returns the output layer's ``z_L`` ``(n, n_outputs)``, a view of a
         work array that the next pass over ``n`` rows overwrites.
@@ -155,19 +164,25 @@ class Network:
                 f"backprop takes X ({len(X)}, {self.sizes[0]}) and Y ({len(X)}, {self.sizes[-1]}) of "
                 f"{self.dtype.name}, got {X.dtype.name} {X.shape} and {Y.dtype.name} {Y.shape}: pass "
                 "them through check_inputs and check_targets first (labels become one-hot rows there)")
-        activations = self._forward(X)
+        activations = self._forward(X, masks)
         work = self._work_arrays(len(X))
+        # What each layer read: a_{l−1}, or ã_{l−1} = a_{l−1} ⊙ m_{l−1} under dropout
+        inputs = activations if masks is None else [
+            X, *(a if m is None else d for a, m, d in zip(activations[1:-1], masks, work.dropped))]
         # BP1, the output error: δ_L = ∂C/∂z_L (times scale), (n, n_outputs)
         delta = self.loss.scaled_delta(self.activations[-1], activations[-1], Y, scale, work.delta_out)
         for l in range(self.n_layers - 1, -1, -1):
             a_prev = activations[l]
             # BP4: ∂C/∂W_l = δ_lᵀ · a_{l−1}     (n_out, n) @ (n, n_in) -> (n_out, n_in)
-            np.matmul(delta.T, a_prev, out=self.grad_weights[l])
+            #      (ã_{l−1} under dropout: what the layer read)
+            np.matmul(delta.T, inputs[l], out=self.grad_weights[l])
             # BP3: ∂C/∂b_l = Σ over samples of δ_l, as 1ᵀ·δ_l   (n,) @ (n, n_out) -> (n_out,)
             np.matmul(work.ones, delta, out=self.grad_biases[l])
             if l > 0:  # the inputs' own gradient is never needed
                 # ∂C/∂a_{l−1} = δ_l · W_l        (n, n_out) @ (n_out, n_in) -> (n, n_in)
                 d_loss__d_a_prev = np.matmul(delta, self.weights[l], out=work.d_a[l - 1])
+                if masks is not None and masks[l - 1] is not None:
+                    d_loss__d_a_prev *= masks[l - 1]      # dropout: ∂C/∂a = ∂C/∂ã ⊙ m
                 # BP2: δ_{l−1} = ∂C/∂a_{l−1} ⊙ f′(z_{l−1}), in place where f allows it
                 f = self.activations[l - 1]
                 delta = (f.backward(a_prev, d_loss__d_a_prev, out=d_loss__d_a_prev)
@@ -177,29 +192,59 @@ class Network:
                 d_W += np.multiply(W, l2_coef * scale, out=decay)   # ∂/∂W of (λ/2n)·‖W‖² = (λ/n)·W
         return work.z[-1]
 
-    def update_mini_batch(self, X: np.ndarray, Y: np.ndarray, optimizer, l2_coef: float = 0.0
-                          ) -> np.ndarray:
+    def update_mini_batch(self, X: np.ndarray, Y: np.ndarray, optimizer, l2_coef: float = 0.0,
+                          masks=None) -> np.ndarray:
         """One step of gradient descent on a mini-batch: backprop, then the optimiser's update.
 
         For plain SGD this is Nielsen's w → w − (η/m)·Σ∇C_x (the 1/m is in
         the loss's mean).  ``X``, ``Y`` and ``l2_coef`` are as in
         :meth:`backprop`; ``optimizer`` is a :mod:`digitnet.nn.optimizers`
-        object.  Returns ``z_L`` (for the epoch's loss and accuracy).
+        object; ``masks`` are the step's dropout masks (:meth:`dropout_masks`)
+        or ``None``.  Returns ``z_L`` (for the epoch's loss and accuracy).
 
         Why a ``scale``: backprop is linear in δ_L, so the optimiser's factor
         (η for SGD and momentum, 1 − β₁ for Adam) can be applied to that one
         ``(n, n_outputs)`` array instead of to the whole gradient afterwards,
-        which saves one pass over every parameter per step (measured: 4–11%
-        of the step for the seed recipes, benchmarks/RESULTS.md).  An
+        which saves one pass over every parameter per step.  Measured in
+        interleaved runs on a busy two-core machine (benchmarks/RESULTS.md,
+        "η folded into δ_L"): the plain-gradient step was 1–11% slower for
+        Nielsen's recipe, and within the noise for [784, 800, 10].  An
         optimiser that overrides only ``update`` gets the plain gradient.
         """
         if optimizer.takes_scaled_gradients():
-            z_out = self.backprop(X, Y, l2_coef, scale=optimizer.gradient_scale())
+            z_out = self.backprop(X, Y, l2_coef, scale=optimizer.gradient_scale(), masks=masks)
             optimizer.update_scaled(self.params, self.grads)   # θ ← θ − (η·∇), η·∇ ready-made
         else:
-            z_out = self.backprop(X, Y, l2_coef)
+            z_out = self.backprop(X, Y, l2_coef, masks=masks)
             optimizer.update(self.params, self.grads)
         return z_out
+
+    def dropout_masks(self, n: int, rates, rng: np.random.Generator) -> list:
+        """Fresh dropout masks for a training step over ``n`` rows (inverted dropout).
+
+        ``rates`` has one drop probability ``p_l`` (0 ≤ p_l < 1) per hidden
+        layer.  Each unit of each sample is dropped with probability ``p_l``:
+
+            m_l = [u ≥ p_l] / (1 − p_l),   u uniform in [0, 1), one per entry of (n, k)
+
+        so ``ã_l = a_l ⊙ m_l`` is 0 for dropped units and ``a_l/(1 − p_l)``
+        for kept ones, whose expected value is ``a_l`` itself: the trained
+        network predicts with no masks and no rescaling.  Returns one
+        ``(n, k)`` array per hidden layer (``None`` where ``p_l`` is 0),
+        views of the work arrays that the next call overwrites; pass them to
+        :meth:`update_mini_batch` or :meth:`backprop`.
+        """
+        work = self._work_arrays(n)
+        masks = []
+        for rate, mask in zip(rates, work.masks):
+            if rate == 0:
+                masks.append(None)
+                continue
+            rng.random(out=mask, dtype=self.dtype.type)        # u
+            np.greater_equal(mask, rate, out=mask)              # [u ≥ p]: 1 keeps the unit, 0 drops it
+            mask *= 1.0 / (1.0 - rate)
+            masks.append(mask)
+        return masks
 
     # =========================================================================
     # Using the network: predictions, evaluation, gradients for a batch
@@ -231,7 +276,7 @@ class Network:
             correct += int(np.count_nonzero(self.labels_from_outputs(a_out) == labels[start:stop]))
         return total / len(X), correct / len(X)
 
-    def backward(self, X, y, l2: float = 0.0, n_train: int | None = None):
+    def backward(self, X, y, l2: float = 0.0, n_train: int | None = None, masks=None):
         """Loss and every gradient for a batch, from raw inputs and labels.
 
         Not the seeds' ``backward`` step (Raschka's takes the cached forward
@@ -239,21 +284,26 @@ class Network:
         :meth:`backprop`, and returns copies.  Returns ``(loss, gradients)`` where ``gradients`` is a list with one
         ``(dW (n_out, n_in), db (n_out,))`` pair per layer (copies).  With
         ``l2`` = λ > 0 the loss includes Nielsen's (λ/2n)·Σ‖W‖², ``n`` being
-        ``n_train`` (default: the batch size).
+        ``n_train`` (default: the batch size).  ``masks``: fixed dropout masks,
+        one ``(n, k)`` array (or ``None``) per hidden layer, as
+        :meth:`dropout_masks` makes them.
         """
         X = self.check_inputs(X)
         Y, _ = self.check_targets(y, len(X))
         l2_coef = float(l2) / (n_train or len(X))
-        z_out = self.backprop(X, Y, l2_coef)
+        z_out = self.backprop(X, Y, l2_coef, masks=self._check_masks(masks, len(X)))
         a_out = self.activations[-1].forward(np.array(z_out))
         loss = self.loss_of_outputs(a_out, Y, z_out) + self.l2_penalty(l2_coef)
         return loss, [(gW.copy(), gb.copy()) for gW, gb in zip(self.grad_weights, self.grad_biases)]
 
-    def loss_value(self, X, y, l2: float = 0.0, n_train: int | None = None) -> float:
-        """The mean loss (plus the L2 penalty, if asked) without computing gradients."""
+    def loss_value(self, X, y, l2: float = 0.0, n_train: int | None = None, masks=None) -> float:
+        """The mean loss (plus the L2 penalty, if asked) without computing gradients.
+
+        With ``masks`` (as in :meth:`backward`), the loss of the thinned network they pick.
+        """
         X = self.check_inputs(X)
         Y, _ = self.check_targets(y, len(X))
-        a_out = self._forward(X)[-1]
+        a_out = self._forward(X, self._check_masks(masks, len(X)))[-1]
         loss = self.loss_of_outputs(a_out, Y, self._work_arrays(len(X)).z[-1])
         return loss + self.l2_penalty(float(l2) / (n_train or len(X)))
 
@@ -298,6 +348,22 @@ class Network:
     def check_targets(self, y, n_samples: int, name="y"):
         """Labels ``(n,)`` or targets ``(n, n_outputs)`` as ``(Y (n, n_outputs), labels (n,))``."""
         return as_targets(y, n_samples, self.sizes[-1], self.dtype, self.loss, name)
+
+    def _check_masks(self, masks, n_samples: int):
+        """Dropout masks given by hand: one ``(n, k)`` array or ``None`` per hidden layer, in the network's dtype."""
+        if masks is None:
+            return None
+        shapes = [(n_samples, k) for k in self.sizes[1:-1]]
+        if not isinstance(masks, (list, tuple)) or len(masks) != len(shapes):
+            raise DigitnetError(f"masks must list one array (or None) per hidden layer ({len(shapes)})")
+        checked = []
+        for l, (m, shape) in enumerate(zip(masks, shapes)):
+            if m is not None:
+                m = np.asarray(m, dtype=self.dtype)
+                if m.shape != shape:
+                    raise DigitnetError(f"the mask of hidden layer {l + 1} must be {shape}, got {m.shape}")
+            checked.append(m)
+        return checked
 
     # =========================================================================
     # Construction, description, copies
@@ -359,9 +425,13 @@ class Network:
         One set per thread (a web server may predict from several threads at
         once), for the few batch sizes used last.
         """
-        cache = getattr(self._work, "by_rows", None)
+        local = self._work
+        work = getattr(local, "last", None)
+        if work is not None and work.n == n:   # a training step asks twice per step: be quick
+            return work
+        cache = getattr(local, "by_rows", None)
         if cache is None:
-            cache = self._work.by_rows = OrderedDict()
+            cache = local.by_rows = OrderedDict()
         work = cache.get(n)
         if work is None:
             work = cache[n] = WorkArrays(self, n)
@@ -369,6 +439,7 @@ class Network:
                 cache.popitem(last=False)
         else:
             cache.move_to_end(n)
+        local.last = work
         return work
 
     def _feedforward_checked(self, X: np.ndarray, rows: int) -> np.ndarray:
@@ -405,6 +476,21 @@ class Network:
                         f"{W.size + n_out:>10,}")
         rows.append(f"total parameters: {self.n_params:,}")
         return "\n".join(rows)
+
+    def _repr_html_(self) -> str:
+        """The :meth:`summary` as an HTML table: how Jupyter shows a network."""
+        from html import escape
+
+        cells = "".join(
+            f"<tr><td>{l}</td><td>{W.shape[1]} → {W.shape[0]}</td><td>{escape(act.name)}</td>"
+            f"<td>{escape(self.init[l - 1])}</td><td style='text-align:right'>{W.size + W.shape[0]:,}</td></tr>"
+            for l, (W, act) in enumerate(zip(self.weights, self.activations), start=1))
+        return (f"<table><caption>Network {' → '.join(map(str, self.sizes))} "
+                f"(loss: {escape(self.loss.name)}, {self.dtype.name})</caption>"
+                "<thead><tr><th>layer</th><th>shape</th><th>activation</th><th>init</th>"
+                f"<th>parameters</th></tr></thead><tbody>{cells}</tbody>"
+                f"<tfoot><tr><td colspan='4'>total</td><td style='text-align:right'>{self.n_params:,}"
+                "</td></tr></tfoot></table>")
 
     def __repr__(self) -> str:
         acts = ", ".join(a.name for a in self.activations)
@@ -459,6 +545,8 @@ class WorkArrays:
       fused losses need;
     * ``d_a[l]`` ``(n, k)``, hidden layers only: ``∂C/∂a_l``, which the
       activation's derivative then turns into ``δ_l = ∂C/∂z_l`` in place;
+    * ``masks[l]`` and ``dropped[l]`` ``(n, k)``, hidden layers only, used
+      by dropout: the layer's mask ``m_l`` and ``ã_l = a_l ⊙ m_l``;
     * ``delta_out`` ``(n, n_outputs)``: ``δ_L``;
     * ``decay[l]`` ``(k, sizes[l])``: the L2 term ``(λ/n)·W_l``;
     * ``ones`` ``(n,)``: the bias gradient is ``onesᵀ·δ``.
@@ -479,6 +567,9 @@ class WorkArrays:
         self.z = [np.empty((n, k), dtype, order="F") for k in units]
         self.a = self.z[:-1] + [np.empty((n, units[-1]), dtype, order="F")]
         self.d_a = [np.empty((n, k), dtype, order="F") for k in units[:-1]]
+        # Dropout, hidden layers only: the masks m_l and the dropped ã_l = a_l ⊙ m_l
+        self.masks = [np.empty((n, k), dtype, order="F") for k in units[:-1]]
+        self.dropped = [np.empty((n, k), dtype, order="F") for k in units[:-1]]
         self.delta_out = np.empty((n, units[-1]), dtype, order="F")
         self.decay = [np.empty_like(W) for W in network.weights]
         self.ones = np.ones(n, dtype)

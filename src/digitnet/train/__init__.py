@@ -5,7 +5,7 @@
 """
 
 from .batches import epoch_order
-from .history import Callback, History
+from .history import Callback, History, StopTraining
 from .loop import fit
 
-__all__ = ["fit", "History", "Callback", "epoch_order"]
+__all__ = ["fit", "History", "Callback", "StopTraining", "epoch_order"]

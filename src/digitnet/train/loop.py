@@ -30,13 +30,16 @@ from .history import COLUMNS, Callback, History, as_callbacks
 
 # Rows of outputs between two looks for inf/NaN.
 _CHECK_ROWS = 4096
+# Augmented chunks are prepared in a background thread while the steps run
+# (see Batches); False makes them in line, between the steps.
+_PREFETCH = True
 
 
 def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimizer="sgd",
         lr: float | None = None, l2: float = 0.0, schedule=None, validation_data=None,
         early_stopping: int | None = None, seed: int | None = None, shuffle: bool = True,
         callbacks=(), initial_epoch: int = 0, history: History | None = None,
-        augment=None) -> History:
+        augment=None, dropout=0.0) -> History:
     """Train ``network`` on ``X`` ``(n, n_inputs)`` and ``y`` (labels ``(n,)`` or targets ``(n, n_outputs)``).
 
     Parameters
@@ -60,15 +63,22 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
         inputs in place (see :mod:`digitnet.train.augment`), or a whole number k
         for random shifts of up to k pixels.  It works on copies of the
         rows, every epoch afresh, with ``rng`` seeded by (seed, epoch).
+    dropout : the probability p of dropping each hidden unit in a training
+        step (inverted dropout, :meth:`~digitnet.nn.network.Network.dropout_masks`),
+        one for every hidden layer or a sequence with one per hidden layer;
+        0 ≤ p < 1.  The masks come from their own stream, seeded by
+        (seed, epoch); predictions and evaluation never drop anything.
 
     Returns the :class:`History`.  Raises :class:`~digitnet.errors.TrainingDiverged`
     (with the weights of the last good epoch restored) if the loss becomes NaN or infinite.
+    A :class:`~digitnet.train.StopTraining` raised by a callback passes through
+    unchanged, leaving the weights of the last step taken.
     """
     run = _Run.prepare(network, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                        lr=lr, l2=l2, schedule=schedule, validation_data=validation_data,
                        early_stopping=early_stopping, seed=seed, shuffle=shuffle,
                        callbacks=callbacks, initial_epoch=initial_epoch, history=history,
-                       augment=augment)
+                       augment=augment, dropout=dropout)
     for cb in run.callbacks:
         cb.on_train_begin(network, run.optimizer, run.epochs)
     for epoch in range(run.initial_epoch, run.epochs):
@@ -92,10 +102,17 @@ def _train_one_epoch(network, run: "_Run", epoch: int) -> dict:
     last_good = network.params.copy()     # a diverging run gets these weights back
     Y_epoch, labels_epoch, inputs = run.batches.epoch(epoch)
     opt, outputs, checked = run.optimizer, run.outputs, 0
+    for cb in run.callbacks:
+        cb.on_epoch_arrays(epoch, outputs, Y_epoch, labels_epoch, run.batches.batch)
+    dropout_rng = run.batches.dropout_rng(epoch) if run.dropout else None
+    masks = None
     for b, (start, stop, X_b) in enumerate(inputs):
         if run.per_step_lr:
             opt.lr = run.schedule(run.base_lr, epoch + b / n_batches)
-        outputs[start:stop] = network.update_mini_batch(X_b, Y_epoch[start:stop], opt, run.l2_coef)
+        if dropout_rng is not None:
+            masks = network.dropout_masks(stop - start, run.dropout, dropout_rng)
+        outputs[start:stop] = network.update_mini_batch(X_b, Y_epoch[start:stop], opt, run.l2_coef,
+                                                        masks)
         # A diverging run shows up as inf/NaN in the outputs; they are looked
         # at every few thousand rows, so a blow-up stops training soon after.
         if (b + 1) % run.check_every == 0 or b + 1 == n_batches:
@@ -168,6 +185,7 @@ class _Run:
     callbacks: list[Callback]
     outputs: np.ndarray
     check_every: int
+    dropout: list | None
     best_loss: float = math.inf
     best_params: np.ndarray | None = None
     waited: int = 0
@@ -175,7 +193,7 @@ class _Run:
     @classmethod
     def prepare(cls, network, X, y, *, epochs, batch_size, optimizer, lr, l2, schedule,
                 validation_data, early_stopping, seed, shuffle, callbacks, initial_epoch, history,
-                augment) -> "_Run":
+                augment, dropout) -> "_Run":
         X = network.check_inputs(X)
         Y, labels = network.check_targets(y, len(X))
         epochs = _check_int("epochs", epochs, 1)
@@ -190,7 +208,7 @@ class _Run:
         augment = get_augment(augment)
         if hasattr(augment, "shape_for"):
             augment.shape_for(X.shape[1])    # rows that are not images fail now, not mid-epoch
-        batches = Batches(X, Y, labels, batch, shuffle, augment, seed)
+        batches = Batches(X, Y, labels, batch, shuffle, augment, seed, prefetch=_PREFETCH)
         # Every step's output pre-activations z_L, in the epoch's order, for the
         # epoch's loss and accuracy.  Column-major: the per-sample reductions
         # over a row's few outputs then run along whole columns, ~10× faster.
@@ -203,7 +221,8 @@ class _Run:
                    validation=_check_validation(network, validation_data),
                    early_stopping=_check_early_stopping(early_stopping, validation_data),
                    history=history, callbacks=as_callbacks(callbacks), outputs=outputs,
-                   check_every=max(1, _CHECK_ROWS // batch))
+                   check_every=max(1, _CHECK_ROWS // batch),
+                   dropout=_check_dropout(dropout, network.n_layers - 1))
 
 
 # -- argument checks ---------------------------------------------------------------------
@@ -225,6 +244,18 @@ def _check_l2(l2) -> float:
     if not math.isfinite(l2) or l2 < 0:
         raise DigitnetError(f"l2 must be a finite number ≥ 0, got {l2!r}")
     return l2
+
+
+def _check_dropout(dropout, n_hidden: int) -> list | None:
+    """One drop probability per hidden layer, or ``None`` when nothing is dropped."""
+    rates = list(dropout) if isinstance(dropout, (list, tuple, np.ndarray)) else [dropout] * n_hidden
+    if len(rates) != n_hidden:
+        raise DigitnetError(f"dropout takes one rate, or one per hidden layer ({n_hidden}), got {dropout!r}")
+    for p in rates:
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0 <= p < 1:
+            raise DigitnetError(f"a dropout rate is the probability of dropping a unit, from 0 up to "
+                                f"(not including) 1, got {p!r}")
+    return [float(p) for p in rates] if any(rates) else None
 
 
 def _check_validation(network, validation_data):

@@ -81,6 +81,45 @@ def shift_pixels(text: str) -> int:
     return value
 
 
+def elastic_spec(text: str) -> tuple[float, float | None]:
+    """``ALPHA`` or ``ALPHA,SIGMA`` of the elastic distortion (α = 0: off)."""
+    parts = text.split(",")
+    if len(parts) > 2:
+        raise argparse.ArgumentTypeError(f"expected ALPHA or ALPHA,SIGMA (e.g. 34,4), got {text!r}")
+    alpha = _number(parts[0])
+    if not 0 <= alpha <= 100:
+        raise argparse.ArgumentTypeError(f"alpha (the size of the distortion) must be from 0 to 100, "
+                                         f"got {parts[0]!r}")
+    sigma = None
+    if len(parts) == 2:
+        sigma = _number(parts[1])
+        if not 0 < sigma <= 100:
+            raise argparse.ArgumentTypeError(f"sigma (the smoothness, in pixels) must be greater than 0 "
+                                             f"and at most 100, got {parts[1]!r}")
+    return alpha, sigma
+
+
+def affine_spec(text: str) -> tuple[float, float, float]:
+    """``DEGREES,ZOOM,SHEAR``: the largest rotation, scaling (a fraction) and shear (0,0,0: off)."""
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected DEGREES,ZOOM,SHEAR (e.g. 10,0.1,0.15), got {text!r}")
+    rotate, zoom, shear = (_number(p) for p in parts)
+    for what, value, high in (("the rotation", rotate, 90), ("the zoom", zoom, 0.9),
+                              ("the shear", shear, 1)):
+        if not 0 <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be from 0 to {high:g}, got {value:g} in {text!r}")
+    return rotate, zoom, shear
+
+
+def dropout_rate(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"is the probability of dropping a hidden unit: from 0 up to "
+                                         f"(not including) 1, got {text!r}")
+    return value
+
+
 FULL_BATCH = "full"
 
 

@@ -35,6 +35,16 @@ def _recipe_lines(recipe: dict) -> list[str]:
                  f"l2 {recipe.get('l2')}, schedule {recipe.get('schedule') or 'constant'}, "
                  f"split {recipe.get('split')}"
                  + (f", random shifts ≤ {recipe['shift']} px" if recipe.get("shift") else ""))
+    distortions = []
+    if recipe.get("elastic"):
+        distortions.append(f"elastic α {recipe['elastic']:g}, σ {recipe.get('elastic_sigma', 4.0):g}")
+    if recipe.get("rotate") or recipe.get("zoom") or recipe.get("shear"):
+        distortions.append(f"rotations ≤ {recipe.get('rotate') or 0:g}°, zoom ≤ ±{recipe.get('zoom') or 0:g}, "
+                           f"shear ≤ {recipe.get('shear') or 0:g}")
+    if recipe.get("dropout"):
+        distortions.append(f"dropout {recipe['dropout']:g}")
+    if distortions:
+        lines.append("  " + "; ".join(distortions))
     overrides = recipe.get("overrides") or {}
     if overrides:
         lines.append("  changed from the preset: "

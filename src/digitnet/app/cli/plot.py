@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ...errors import DigitnetError
 from .common import add_command, nonnegative_int, positive_int
 
 # Listed here rather than imported from digitnet.app.plots, so that building the
 # parser (which every digitnet command does) never imports matplotlib.
-KINDS = ("curves", "confusion", "mistakes", "hidden", "activations", "lr", "data")
+KINDS = ("curves", "confusion", "mistakes", "hidden", "activations", "lr", "data", "augment")
 
 PLOT_DESCRIPTION = """\
 Draw one picture of a trained model, of its training or of its data, as a PNG.
@@ -23,6 +25,9 @@ kinds:
   lr           the model's recipe trained briefly at several learning rates
                (--lrs, --epochs, --subset), loss curves on one plot
   data         10 examples of every class of the data set (--data; MODEL optional)
+  augment      a recipe's random distortions: one test digit of every class beside
+               8 versions as training sees them (MODEL: a model file or a preset
+               name; --seed picks other versions)
 
 The test data is the data set the model was trained on (its header), scaled
 the same way, unless --data names another.
@@ -34,6 +39,7 @@ PLOT_EXAMPLES = """\
   digitnet plot activations model.npz --index 7 --out seven.png
   digitnet plot lr model.npz --lrs 0.01,0.3,10 --epochs 3 --subset 5000 --out lr.png
   digitnet plot data --data fashion-mnist --out fashion.png
+  digitnet plot augment record --out distortions.png
 """
 
 REPORT_DESCRIPTION = """\
@@ -74,7 +80,8 @@ def add_parser(subparsers):
                        description=PLOT_DESCRIPTION, examples=PLOT_EXAMPLES, run=run_plot)
     plot.add_argument("kind", choices=KINDS, metavar="KIND", help="what to draw: " + ", ".join(KINDS))
     plot.add_argument("model", nargs="?", metavar="MODEL|RUN",
-                      help="a model file or a checkpoint (*.ckpt.npz); optional for 'data'")
+                      help="a model file or a checkpoint (*.ckpt.npz); optional for 'data'; "
+                           "a preset name also does for 'augment'")
     plot.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
     _add_data_options(plot)
 
@@ -113,6 +120,8 @@ def run_plot(args) -> int:
     from .common import load_model
 
     out = _png_path(args.out)
+    if args.kind == "augment":
+        return _plot_augment(args, out)
     lrs = parse_lrs(args.lrs)
     if args.model is None and args.kind != "data":
         raise DigitnetError(f"'{args.kind}' draws a model: digitnet plot {args.kind} MODEL --out {args.out}")
@@ -122,6 +131,57 @@ def run_plot(args) -> int:
            epochs=args.epochs, subset=args.subset, seed=args.seed)
     print(f"wrote {out}")
     return 0
+
+
+def _plot_augment(args, out: Path) -> int:
+    """``digitnet plot augment MODEL|PRESET``: the recipe's augmentation on test digits."""
+    from ...train.recipes import PRESETS, Preset
+    from ..report import load_data
+    from .common import load_model
+
+    if args.model is None:
+        raise DigitnetError(f"'augment' draws a recipe's distortions: digitnet plot augment PRESET "
+                            f"(e.g. record) or MODEL --out {args.out}")
+    network = None
+    if args.model.strip().lower() in PRESETS and not Path(args.model).exists():
+        preset = PRESETS[args.model.strip().lower()]
+    else:
+        network = load_model(args.model)
+        recipe = network.metadata.get("recipe")
+        if not recipe:
+            raise DigitnetError(f"{args.model} records no training recipe, so no augmentation to draw")
+        preset = Preset.from_dict(recipe)
+    augment = preset.make_augment()
+    if augment is None:
+        raise DigitnetError(f"the recipe of {args.model} trains on its images unchanged (no shifts, "
+                            "distortions or affine transforms): nothing to draw")
+    _use_agg()
+    from .. import plots
+
+    dataset = load_data(network, args.data)
+    X, y = dataset.X_test, dataset.y_test
+    rows = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)[:10]]
+    plots.augment_grid(X[rows], augment, out, seed=args.seed,
+                       title=f"How the {preset.name} recipe changes {dataset.name}'s images for training"
+                             f"\n{_augment_words(preset)}"
+                             f"\ncolumns: a test image, then 8 random versions (seed {args.seed})")
+    print(f"wrote {out}")
+    return 0
+
+
+def _augment_words(preset) -> str:
+    words = []
+    if preset.elastic:
+        words.append(f"elastic α {preset.elastic:g}, σ {preset.elastic_sigma:g}")
+    if preset.rotate:
+        words.append(f"rotations ≤ {preset.rotate:g}°")
+    if preset.zoom:
+        words.append(f"zoom ≤ ±{preset.zoom:g}")
+    if preset.shear:
+        words.append(f"shear ≤ {preset.shear:g}")
+    if preset.shift:
+        words.append(f"shifts ≤ {preset.shift} px")
+    return ", ".join(words)
 
 
 def run_report(args) -> int:

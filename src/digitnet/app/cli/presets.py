@@ -53,6 +53,11 @@ def describe(p) -> str:
         ("batch size", batch), ("epochs", str(p.epochs)), ("l2", f"{p.l2:g}"),
         ("schedule", p.schedule or "constant"), ("pixels", p.scale),
         ("shifts", f"random, up to {p.shift} px each way, every epoch" if p.shift else "none"),
+        ("distortions", ", ".join(filter(None, (
+            f"elastic α {p.elastic:g}, σ {p.elastic_sigma:g}" if p.elastic else "",
+            f"rotations ≤ {p.rotate:g}°" if p.rotate else "", f"zoom ≤ ±{p.zoom:g}" if p.zoom else "",
+            f"shear ≤ {p.shear:g}" if p.shear else ""))) or "none"),
+        ("dropout", f"{p.dropout:g} on every hidden layer" if p.dropout else "none"),
         ("split", p.split),
         ("data", p.data), ("command", p.command),
     ]

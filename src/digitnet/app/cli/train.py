@@ -19,7 +19,10 @@ from ...nn.schedules import SCHEDULES
 from .common import (
     FULL_BATCH,
     add_command,
+    affine_spec,
     batch_size,
+    dropout_rate,
+    elastic_spec,
     layer_sizes,
     names_help,
     nonnegative_float,
@@ -63,7 +66,7 @@ it at a lower rate (--resume CHECKPOINT --lr RATE).
 """
 
 _RECIPE_FLAGS = ("layers", "activation", "output", "loss", "init", "optimizer", "lr", "batch_size",
-                 "epochs", "l2", "schedule", "scale", "split", "shift")
+                 "epochs", "l2", "schedule", "scale", "split", "shift", "elastic", "affine", "dropout")
 
 
 def add_parser(subparsers):
@@ -101,6 +104,16 @@ def add_parser(subparsers):
     r.add_argument("--shift", type=shift_pixels, metavar="PIXELS",
                    help="move each training image by up to this many pixels, at random, "
                         "every epoch (0: off)")
+    r.add_argument("--elastic", type=elastic_spec, metavar="ALPHA[,SIGMA]",
+                   help="distort each training image elastically every epoch: a random field "
+                        "smoothed over SIGMA pixels (default 4), scaled by ALPHA (e.g. 34; 0: off)")
+    r.add_argument("--affine", type=affine_spec, metavar="DEG,ZOOM,SHEAR",
+                   help="turn each training image by up to DEG degrees, scale it by up to ±ZOOM "
+                        "and shear it by up to SHEAR, at random every epoch (e.g. 10,0.1,0.15; "
+                        "0,0,0: off)")
+    r.add_argument("--dropout", type=dropout_rate, metavar="P",
+                   help="drop each hidden unit with probability P in every training step "
+                        "(0: off; predictions never drop)")
     d = p.add_argument_group("data and reproducibility")
     d.add_argument("--data", metavar="SOURCE",
                    help="mnist (default), fashion-mnist, kmnist, a folder of IDX files, or a "
@@ -135,6 +148,12 @@ def _overrides(args) -> dict:
             overrides["batch_size"] = None if value == FULL_BATCH else value
         elif flag == "schedule":
             overrides["schedule"] = None if value == "constant" else value
+        elif flag == "elastic":
+            overrides["elastic"] = value[0]
+            if value[1] is not None:
+                overrides["elastic_sigma"] = value[1]
+        elif flag == "affine":
+            overrides["rotate"], overrides["zoom"], overrides["shear"] = value
         else:
             overrides[flag] = value
     return overrides
@@ -159,6 +178,12 @@ def _describe(preset, seed, data, subset) -> str:
         extras.append(f"{preset.schedule} schedule")
     if preset.shift:
         extras.append(f"random shifts ≤ {preset.shift} px")
+    if preset.elastic:
+        extras.append(f"elastic distortions α={preset.elastic:g} σ={preset.elastic_sigma:g}")
+    if preset.rotate or preset.zoom or preset.shear:
+        extras.append(f"rotations ≤ {preset.rotate:g}°, zoom ≤ ±{preset.zoom:g}, shear ≤ {preset.shear:g}")
+    if preset.dropout:
+        extras.append(f"dropout {preset.dropout:g}")
     if subset:
         extras.append(f"first {subset:,} training images")
     extra = (", " + ", ".join(extras)) if extras else ""

@@ -386,6 +386,13 @@
     }
   }
 
+  // The Train view's "Try it" put another network behind the API: start afresh with it.
+  document.addEventListener("digitnet:model-changed", () => {
+    layersEl.replaceChildren();
+    clearAll();
+    loadModelInfo();
+  });
+
   clearPad();
   buildBars();
   showEmpty();
