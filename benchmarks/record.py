@@ -6,6 +6,7 @@ Usage::
     python benchmarks/record.py run --seeds 0 --epochs 15 --tag "no dropout" --set dropout=0
     python benchmarks/record.py report                         # only rewrite the section of PRESETS.md
     python benchmarks/record.py cost                           # CPU time of the distortions per epoch
+    python benchmarks/record.py prefetch                       # an epoch with and without the prefetch thread
 
 Every run is the command a user types, ``digitnet train --preset record --seed S``
 (plus ``--epochs`` and the recipe flags that ``--set`` turns into overrides), started
@@ -114,6 +115,37 @@ def augmentation_cost() -> None:
               f"({time.perf_counter() - started:.2f} s wall) per {len(X):,}-image epoch")
 
 
+def prefetch_ab(n: int = 10000, pairs: int = 4) -> None:
+    """One epoch of the record preset on ``n`` images, distortions made in a background thread or in line.
+
+    Alternates the two (``digitnet.train.loop._PREFETCH``) in one process, ``pairs`` times each.
+    """
+    import numpy as np
+
+    import digitnet.train.loop as loop
+    from digitnet.data import load_mnist
+    from digitnet.train.recipes import get_preset
+
+    X, y = load_mnist("train")
+    preset = get_preset("record")
+    seconds, weights = {True: [], False: []}, {}
+    for p in range(pairs):
+        for flag in ((True, False) if p % 2 == 0 else (False, True)):
+            loop._PREFETCH = flag
+            net = preset.build_network(0)
+            started = time.perf_counter()
+            net.fit(X[:n], y[:n], epochs=1, batch_size=preset.batch_size,
+                    optimizer=preset.make_optimizer(), l2=preset.l2, schedule=preset.schedule,
+                    seed=0, augment=preset.make_augment(), dropout=preset.dropout)
+            seconds[flag].append(time.perf_counter() - started)
+            weights.setdefault(flag, net.params.copy())
+    ratios = [a / b for a, b in zip(seconds[True], seconds[False])]
+    print(f"{n:,} images, one epoch: in line {statistics.median(seconds[False]):.2f} s, prefetched "
+          f"{statistics.median(seconds[True]):.2f} s (medians of {pairs}); ratios per pair "
+          f"{', '.join(f'{r:.3f}' for r in ratios)}; same weights: "
+          f"{bool(np.array_equal(weights[True], weights[False]))}")
+
+
 def load_results() -> list:
     try:
         return json.loads(RESULTS.read_text())
@@ -136,7 +168,8 @@ def section(results: list) -> list[str]:
         threads = ", ".join(f"{k}={v}" for k, v in r["machine_before"]["threads"].items()) or "default"
         lines.append(f"| {r['tag']} | `{r['command']}` | {r['seed']} | {r['epochs']} | "
                      f"{100 * r['test_accuracy']:.2f}% | {r['wall_seconds']:.0f} s | "
-                     f"{r['train_seconds']:.0f} s | {r.get('cpu_seconds', float('nan')):.0f} s | "
+                     f"{r['train_seconds']:.0f} s | "
+                     f"{'–' if r.get('cpu_seconds') is None else format(r['cpu_seconds'], '.0f') + ' s'} | "
                      f"{load} ({threads}) |")
     by_tag = {}
     for r in results:
@@ -176,9 +209,13 @@ def main(argv=None) -> int:
                           "affine=0,0,0, layers=784,800,10)")
     sub.add_parser("report", help="only rewrite the section of PRESETS.md")
     sub.add_parser("cost", help="time the augmentation alone (CPU seconds per epoch)")
+    sub.add_parser("prefetch", help="an epoch with the distortions made in a thread, and in line")
     args = parser.parse_args(argv)
     if args.what == "cost":
         augmentation_cost()
+        return 0
+    if args.what == "prefetch":
+        prefetch_ab()
         return 0
     if args.what == "run":
         settings = dict(item.split("=", 1) for item in args.set)

@@ -37,10 +37,12 @@ class Batches:
     itself is never copied whole, and never changed.  With ``prefetch`` (and
     an augmentation), the next chunk is gathered and augmented in a
     background thread while the steps run on this one, in two alternating
-    arrays: the elastic distortions cost ~1.5 s of CPU per MNIST epoch,
-    about 15% of the ``record`` preset's step, which a second core then
-    absorbs.  The chunks are made one at a time in order, so the images
-    are the same bit for bit either way.
+    arrays.  The ``record`` preset's distortions cost ~0.9 s of CPU per
+    MNIST epoch, ~13% of its epoch with one BLAS thread; made on the
+    second core, they shorten that epoch by ~15% (with two BLAS threads
+    both cores are busy and it makes no difference; benchmarks/PRESETS.md).
+    The chunks are made one at a time in order, so the images are the
+    same bit for bit either way.
     """
 
     def __init__(self, X, Y, labels, batch: int, shuffle: bool, augment, seed: int,
