@@ -15,13 +15,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from serving import serving
 from test_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -58,25 +55,8 @@ document.addEventListener("DOMContentLoaded", () => {
 @pytest.fixture(scope="module")
 def server_url(small_model_path):
     """``digitnet serve`` with the shared small model, on a free port of 127.0.0.1."""
-    process = subprocess.Popen([sys.executable, "-m", "digitnet", "serve", str(small_model_path), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    found: list[str] = []
-
-    def read():
-        for line in process.stdout:
-            match = re.search(r"http://\S+", line)
-            if match and not found:
-                found.append(match.group(0).rstrip("/"))
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not found:
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
-        time.sleep(0.05)
-    yield found[0]
-    process.terminate()
-    _, err = process.communicate(timeout=30)
-    assert "Traceback" not in err, err[-3000:]
+    with serving(str(small_model_path)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

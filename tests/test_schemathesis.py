@@ -23,7 +23,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -41,6 +40,8 @@ jsonschema_rs = pytest.importorskip("jsonschema_rs")  # comes with schemathesis
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with")
     from fastapi.testclient import TestClient  # noqa: E402
+
+from serving import start_serve
 
 from digitnet.app.imaging import MIN_CONTRAST, to_png_bytes  # noqa: E402
 from digitnet.app.web.app import MAX_BODY_BYTES, create_app  # noqa: E402
@@ -245,24 +246,8 @@ def test_answers_follow_the_schema(client, document, small_model_path):
 
 def start_server(model_path: Path) -> tuple[subprocess.Popen, str]:
     """``digitnet serve MODEL --port 0`` and the URL it prints (it binds before printing)."""
-    process = subprocess.Popen([sys.executable, "-m", "digitnet", "serve", str(model_path), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    found: list[str] = []
-
-    def read():
-        for line in process.stdout:
-            match = re.search(r"http://\S+", line)
-            if match:
-                found.append(match.group(0))
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(15)
-    if not found:
-        process.kill()
-        raise AssertionError(f"digitnet serve printed no URL: {process.communicate(timeout=10)[1][-2000:]}")
-    return process, found[0]
+    process, url = start_serve(str(model_path), timeout=15)
+    return process, url + "/"
 
 
 def readable_tail(text: str, n: int = 6000) -> str:

@@ -10,9 +10,6 @@ on 2,000-image subsets, so each takes a fraction of a second of training.
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +21,8 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 jsonschema_rs = pytest.importorskip("jsonschema_rs")  # comes with schemathesis
+
+from serving import serving
 
 from digitnet.app.web.training import (
     FIELDS,
@@ -54,25 +53,8 @@ QUICK = {"subset": 2000, "epochs": 1}
 @pytest.fixture(scope="module")
 def server(small_model_path):
     """``digitnet serve MODEL --port 0``: its URL (the session's cache folder is its save folder)."""
-    process = subprocess.Popen([sys.executable, "-m", "digitnet", "serve", str(small_model_path), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    found: list[str] = []
-
-    def read():
-        for line in process.stdout:
-            match = re.search(r"http://\S+", line)
-            if match and not found:
-                found.append(match.group(0).rstrip("/"))
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not found:
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
-        time.sleep(0.05)
-    yield found[0]
-    process.terminate()
-    _, err = process.communicate(timeout=30)
-    assert "Traceback" not in err and "unexpected error" not in err, err[-3000:]
+    with serving(str(small_model_path)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
