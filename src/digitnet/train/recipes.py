@@ -656,6 +656,82 @@ class _Keeper(Callback):
             self._last_write = time.monotonic()
 
 
+def _start_or_resume(preset_or_name, data, seed, subset, overrides, epochs, resume):
+    """The run's recipe, data, seed and subset, fresh or from a checkpoint, checked.
+
+    Returns ``(preset, data, seed, subset, overrides, network, opt_state,
+    history, initial_epoch, resumed_from)``; ``network`` is ``None`` for a
+    fresh run (it is built once the memory check has passed).
+    """
+    history = History()
+    opt_state = None
+    initial_epoch = 0
+    resumed_from = None
+    if resume is not None:
+        new_lr = (overrides or {}).get("lr")
+        preset, data, seed, subset, overrides, network, opt_state, history, initial_epoch = \
+            _read_resume(resume, preset_or_name, data, seed, subset, overrides)
+        resumed_from = str(resume)
+        if new_lr is not None and new_lr != preset.lr:
+            # A new base rate from here on (after a divergence, say); the optimiser's
+            # state (velocity, moments, steps) carries on.
+            preset = dataclasses.replace(preset, lr=new_lr)
+            overrides = {**overrides, "lr": new_lr}
+    else:
+        preset = get_preset(DEFAULT_PRESET if preset_or_name is None else preset_or_name)
+        preset = preset.with_overrides(overrides)
+        if data is None:
+            data = preset.data
+        seed = 0 if seed is None else seed
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise DigitnetError(f"seed must be a whole number ≥ 0, got {seed!r}")
+        seed = int(seed)
+        network = None
+    if epochs is not None:
+        preset = dataclasses.replace(preset, epochs=epochs)
+    preset.check()
+    if resume is not None and preset.epochs < initial_epoch:
+        raise DigitnetError(f"the checkpoint {resume} has already trained {initial_epoch} epochs: "
+                            f"ask for at least that many, not {preset.epochs}")
+    if subset is not None:
+        if isinstance(subset, bool) or not isinstance(subset, (int, np.integer)) or subset < 1:
+            raise DigitnetError(f"subset must be a whole number of training rows ≥ 1, got {subset!r}")
+        subset = int(subset)
+    return (preset, data, seed, subset, overrides, network, opt_state, history, initial_epoch,
+            resumed_from)
+
+
+def _training_data(preset, data, seed, subset):
+    """The data set, split and cut as the recipe says, checked against the network's input.
+
+    Returns ``(dataset, X_train, y_train, X_val, y_val, X_test, y_test)``.
+    """
+    if preset.data == "xor" and str(data).lower() != "xor":
+        raise DigitnetError("the xor preset trains on its built-in table: leave out --data")
+    dataset = load_data(data, scale=preset.scale)
+    X_train, y_train = dataset.X_train, dataset.y_train
+    X_val = y_val = None
+    if dataset.name != "xor":
+        from .. import data as data_module
+
+        X_train, y_train, X_val, y_val = data_module.split(preset.split, X_train, y_train, seed=seed)
+    if subset is not None:
+        X_train, y_train = X_train[:subset], y_train[:subset]
+    X_test, y_test = dataset.X_test, dataset.y_test
+    if X_train.shape[1] != preset.sizes[0]:
+        raise DataError(f"the data has {X_train.shape[1]} features per sample but the network's "
+                        f"input layer has {preset.sizes[0]} units")
+    if preset.shift and math.isqrt(X_train.shape[1]) ** 2 != X_train.shape[1]:
+        raise DataError(f"the recipe shifts its training images at random (shift {preset.shift}), but "
+                        f"rows of {X_train.shape[1]} values are not square images: train without "
+                        "shifts (--shift 0)")
+    if preset.distorts and math.isqrt(X_train.shape[1]) ** 2 != X_train.shape[1]:
+        raise DataError(f"the recipe distorts its training images at random, but rows of "
+                        f"{X_train.shape[1]} values are not square images: train without "
+                        "distortions (--elastic 0 --affine 0,0,0)")
+    return dataset, X_train, y_train, X_val, y_val, X_test, y_test
+
+
 def train_recipe(preset_or_name=DEFAULT_PRESET, *, data=None, seed=0, epochs=None, subset=None,
                  out=None, callbacks=(), overrides=None, checkpoint=None, resume=None,
                  checkpoint_every: float = 1.0) -> TrainResult:
@@ -707,40 +783,8 @@ def train_recipe(preset_or_name=DEFAULT_PRESET, *, data=None, seed=0, epochs=Non
         Raised by one of ``callbacks``, passed on as it is: nothing is saved.
     """
     started_all = time.perf_counter()
-    history = History()
-    opt_state = None
-    initial_epoch = 0
-    resumed_from = None
-    if resume is not None:
-        new_lr = (overrides or {}).get("lr")
-        preset, data, seed, subset, overrides, network, opt_state, history, initial_epoch = \
-            _read_resume(resume, preset_or_name, data, seed, subset, overrides)
-        resumed_from = str(resume)
-        if new_lr is not None and new_lr != preset.lr:
-            # A new base rate from here on (after a divergence, say); the optimiser's
-            # state (velocity, moments, steps) carries on.
-            preset = dataclasses.replace(preset, lr=new_lr)
-            overrides = {**overrides, "lr": new_lr}
-    else:
-        preset = get_preset(DEFAULT_PRESET if preset_or_name is None else preset_or_name)
-        preset = preset.with_overrides(overrides)
-        if data is None:
-            data = preset.data
-        seed = 0 if seed is None else seed
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise DigitnetError(f"seed must be a whole number ≥ 0, got {seed!r}")
-        seed = int(seed)
-        network = None
-    if epochs is not None:
-        preset = dataclasses.replace(preset, epochs=epochs)
-    preset.check()
-    if resume is not None and preset.epochs < initial_epoch:
-        raise DigitnetError(f"the checkpoint {resume} has already trained {initial_epoch} epochs: "
-                            f"ask for at least that many, not {preset.epochs}")
-    if subset is not None:
-        if isinstance(subset, bool) or not isinstance(subset, (int, np.integer)) or subset < 1:
-            raise DigitnetError(f"subset must be a whole number of training rows ≥ 1, got {subset!r}")
-        subset = int(subset)
+    (preset, data, seed, subset, overrides, network, opt_state, history, initial_epoch,
+     resumed_from) = _start_or_resume(preset_or_name, data, seed, subset, overrides, epochs, resume)
     out = None if out is None else Path(out)
     checkpoint = None if checkpoint is None else Path(checkpoint)
     for path in (out, checkpoint):
@@ -752,29 +796,7 @@ def train_recipe(preset_or_name=DEFAULT_PRESET, *, data=None, seed=0, epochs=Non
         # checked against the free memory before the network is allocated.
         check_training_memory(preset, n_train=subset or 0)
         network = preset.build_network(seed)
-    if preset.data == "xor" and str(data).lower() != "xor":
-        raise DigitnetError("the xor preset trains on its built-in table: leave out --data")
-    dataset = load_data(data, scale=preset.scale)
-    X_train, y_train = dataset.X_train, dataset.y_train
-    X_val = y_val = None
-    if dataset.name != "xor":
-        from .. import data as data_module
-
-        X_train, y_train, X_val, y_val = data_module.split(preset.split, X_train, y_train, seed=seed)
-    if subset is not None:
-        X_train, y_train = X_train[:subset], y_train[:subset]
-    X_test, y_test = dataset.X_test, dataset.y_test
-    if X_train.shape[1] != preset.sizes[0]:
-        raise DataError(f"the data has {X_train.shape[1]} features per sample but the network's "
-                        f"input layer has {preset.sizes[0]} units")
-    if preset.shift and math.isqrt(X_train.shape[1]) ** 2 != X_train.shape[1]:
-        raise DataError(f"the recipe shifts its training images at random (shift {preset.shift}), but "
-                        f"rows of {X_train.shape[1]} values are not square images: train without "
-                        "shifts (--shift 0)")
-    if preset.distorts and math.isqrt(X_train.shape[1]) ** 2 != X_train.shape[1]:
-        raise DataError(f"the recipe distorts its training images at random, but rows of "
-                        f"{X_train.shape[1]} values are not square images: train without "
-                        "distortions (--elastic 0 --affine 0,0,0)")
+    dataset, X_train, y_train, X_val, y_val, X_test, y_test = _training_data(preset, data, seed, subset)
 
     # And with the data's size known, the rest (per-epoch outputs, full batches);
     # the network itself is already allocated.
