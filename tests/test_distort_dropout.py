@@ -329,7 +329,7 @@ def test_train_flags_reach_the_model_and_plot_augment_draws_it(tmp_path, monkeyp
                  "--elastic", "30,5", "--affine", "10,0.1,0.1", "--dropout", "0.25",
                  "--out", "m.npz", "--no-checkpoint"]) == 0
     out = capsys.readouterr().out
-    assert "elastic distortions α=30 σ=5" in out and "dropout 0.25" in out
+    assert "random elastic α 30, σ 5" in out and "dropout 0.25" in out
     recipe = load_model(tmp_path / "m.npz").metadata["recipe"]
     assert (recipe["elastic"], recipe["elastic_sigma"], recipe["rotate"], recipe["zoom"],
             recipe["shear"], recipe["dropout"]) == (30, 5, 10, 0.1, 0.1, 0.25)

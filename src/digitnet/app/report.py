@@ -354,6 +354,20 @@ def write_report(model, out_dir, *, data=None, limit: int | None = None, index: 
     return index_path
 
 
+def page_head(title: str) -> str:
+    """The start of a digitnet HTML page, through its <h1>: the report's and the sweep page's."""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>{_STYLE}</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>"""
+
+
 def _page(network: Network, name: str, source, dataset: _Data, figures: dict) -> str:
     meta = network.metadata
     records = ((meta.get("history") or {}).get("records")) or []
@@ -375,16 +389,7 @@ def _page(network: Network, name: str, source, dataset: _Data, figures: dict) ->
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     where = f" from <code>{html.escape(str(source))}</code>" if source is not None else ""
     saved_by = str(meta.get("digitnet_version", "?"))
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>{_STYLE}</style>
-</head>
-<body>
-<h1>{html.escape(title)}</h1>
+    return f"""{page_head(title)}
 <p class="meta">Written {when} by digitnet {html.escape(__version__)}{where}; the model was saved
 {html.escape(str(meta.get('created', 'at an unknown time')))} by digitnet {html.escape(saved_by)};
 test data: {html.escape(dataset.name)} ({html.escape(dataset.test_part)}).</p>

@@ -354,7 +354,7 @@ def _config_table(result: SweepResult) -> str:
 
 
 def _page(result: SweepResult, figures: dict, out_dir: Path) -> str:
-    from .report import _STYLE
+    from .report import page_head
 
     plan = result.plan
     metric_text = _METRIC_TEXT.get(result.ranked_by, result.ranked_by)
@@ -413,16 +413,7 @@ def _page(result: SweepResult, figures: dict, out_dir: Path) -> str:
     title = f"digitnet sweep: {out_dir.name}"
     nav = " ".join(f"<a href='#{name}'>{html.escape(_CAPTIONS[name][0])}</a>" for name in figures)
     nav += " <a href='#trials'>Every trial</a>"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>{_STYLE}</style>
-</head>
-<body>
-<h1>{html.escape(title)}</h1>
+    return f"""{page_head(title)}
 <p class="meta">Written {when} by digitnet {html.escape(__version__)}; trials are ranked by their
 {html.escape(metric_text)}{'' if result.ranked_by == 'test_accuracy' else ' (the test set is kept for the final figure)'}.</p>
 <div class="overview">

@@ -178,6 +178,21 @@ class Preset:
         """Whether the recipe distorts its training images (elastically or by an affine map)."""
         return bool(self.elastic or self.rotate or self.zoom or self.shear)
 
+    def augmentation_text(self) -> str:
+        """The recipe's random changes to the training images, in words ("" if none)."""
+        words = []
+        if self.elastic:
+            words.append(f"elastic α {self.elastic:g}, σ {self.elastic_sigma:g}")
+        if self.rotate:
+            words.append(f"rotations ≤ {self.rotate:g}°")
+        if self.zoom:
+            words.append(f"zoom ≤ ±{self.zoom:g}")
+        if self.shear:
+            words.append(f"shear ≤ {self.shear:g}")
+        if self.shift:
+            words.append(f"shifts ≤ {self.shift} px")
+        return ", ".join(words)
+
     def make_augment(self):
         """The recipe's augmentation for :func:`digitnet.train.fit` (``None`` if it has none)."""
         from .augment import Distort, get_augment

@@ -163,25 +163,10 @@ def _plot_augment(args, out: Path) -> int:
     rows = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)[:10]]
     plots.augment_grid(X[rows], augment, out, seed=args.seed,
                        title=f"How the {preset.name} recipe changes {dataset.name}'s images for training"
-                             f"\n{_augment_words(preset)}"
+                             f"\n{preset.augmentation_text()}"
                              f"\ncolumns: a test image, then 8 random versions (seed {args.seed})")
     print(f"wrote {out}")
     return 0
-
-
-def _augment_words(preset) -> str:
-    words = []
-    if preset.elastic:
-        words.append(f"elastic α {preset.elastic:g}, σ {preset.elastic_sigma:g}")
-    if preset.rotate:
-        words.append(f"rotations ≤ {preset.rotate:g}°")
-    if preset.zoom:
-        words.append(f"zoom ≤ ±{preset.zoom:g}")
-    if preset.shear:
-        words.append(f"shear ≤ {preset.shear:g}")
-    if preset.shift:
-        words.append(f"shifts ≤ {preset.shift} px")
-    return ", ".join(words)
 
 
 def run_report(args) -> int:

@@ -176,12 +176,8 @@ def _describe(preset, seed, data, subset) -> str:
         extras.append(f"L2 λ={preset.l2:g}")
     if preset.schedule:
         extras.append(f"{preset.schedule} schedule")
-    if preset.shift:
-        extras.append(f"random shifts ≤ {preset.shift} px")
-    if preset.elastic:
-        extras.append(f"elastic distortions α={preset.elastic:g} σ={preset.elastic_sigma:g}")
-    if preset.rotate or preset.zoom or preset.shear:
-        extras.append(f"rotations ≤ {preset.rotate:g}°, zoom ≤ ±{preset.zoom:g}, shear ≤ {preset.shear:g}")
+    if preset.augmentation_text():
+        extras.append(f"random {preset.augmentation_text()}")
     if preset.dropout:
         extras.append(f"dropout {preset.dropout:g}")
     if subset:
