@@ -353,6 +353,7 @@ HEADER_SCHEMA = _obj({
         "zoom": _num(lo=0, hi=0.9),
         "shear": _num(lo=0, hi=1),
         "dropout": _num(lo=0, hi=1, open_hi=True),
+        "fade": _int(lo=0, hi=10_000),
         "seed": _SEED,
         "subset": _int(lo=1, null=True),
         "overrides": _obj({}),

@@ -46,12 +46,12 @@ class Batches:
     """
 
     def __init__(self, X, Y, labels, batch: int, shuffle: bool, augment, seed: int,
-                 prefetch: bool = False):
+                 prefetch: bool = False, epochs: int | None = None):
         self.X, self.Y, self.labels = X, Y, labels
         self.n, self.batch = len(X), batch
         self.n_batches = math.ceil(self.n / batch)
         self.shuffled = shuffle and self.n_batches > 1
-        self.augment, self.seed = augment, seed
+        self.augment, self.seed, self.epochs = augment, seed, epochs
         self.rows_per_gather = max(1, _GATHER_ROWS // batch) * batch
         gathers = self.shuffled or augment is not None
         # With prefetch, the next chunk is gathered (and augmented) in a
@@ -71,6 +71,9 @@ class Batches:
         # The (small) targets and labels are shuffled once per epoch, so a step slices them.
         Y, labels = (self.Y, self.labels) if order is None else (self.Y[order], self.labels[order])
         rng = None if self.augment is None else np.random.default_rng([self.seed, epoch, _AUGMENT_STREAM])
+        if self.epochs is not None and hasattr(self.augment, "set_epoch"):
+            # Before the first chunk is made (by this thread or the worker).
+            self.augment.set_epoch(epoch, self.epochs)
         return Y, labels, self._inputs(order, rng)
 
     def dropout_rng(self, epoch: int) -> np.random.Generator:

@@ -62,7 +62,8 @@ def fit(network, X, y, *, epochs: int = 10, batch_size: int | None = 32, optimiz
     augment : a function ``augment(X_rows, rng)`` that changes training
         inputs in place (see :mod:`digitnet.train.augment`), or a whole number k
         for random shifts of up to k pixels.  It works on copies of the
-        rows, every epoch afresh, with ``rng`` seeded by (seed, epoch).
+        rows, every epoch afresh, with ``rng`` seeded by (seed, epoch); one
+        with a ``set_epoch(epoch, epochs)`` method hears of each epoch first.
     dropout : the probability p of dropping each hidden unit in a training
         step (inverted dropout, :meth:`~digitnet.nn.network.Network.dropout_masks`),
         one for every hidden layer or a sequence with one per hidden layer;
@@ -208,7 +209,7 @@ class _Run:
         augment = get_augment(augment)
         if hasattr(augment, "shape_for"):
             augment.shape_for(X.shape[1])    # rows that are not images fail now, not mid-epoch
-        batches = Batches(X, Y, labels, batch, shuffle, augment, seed, prefetch=_PREFETCH)
+        batches = Batches(X, Y, labels, batch, shuffle, augment, seed, prefetch=_PREFETCH, epochs=epochs)
         # Every step's output pre-activations z_L, in the epoch's order, for the
         # epoch's loss and accuracy.  Column-major: the per-sample reductions
         # over a row's few outputs then run along whole columns, ~10× faster.

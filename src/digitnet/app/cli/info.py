@@ -41,6 +41,8 @@ def _recipe_lines(recipe: dict) -> list[str]:
     if recipe.get("rotate") or recipe.get("zoom") or recipe.get("shear"):
         distortions.append(f"rotations ≤ {recipe.get('rotate') or 0:g}°, zoom ≤ ±{recipe.get('zoom') or 0:g}, "
                            f"shear ≤ {recipe.get('shear') or 0:g}")
+    if distortions and recipe.get("fade"):
+        distortions[-1] += f", fading to none over the last {recipe['fade']} epochs"
     if recipe.get("dropout"):
         distortions.append(f"dropout {recipe['dropout']:g}")
     if distortions:

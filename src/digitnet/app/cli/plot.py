@@ -164,7 +164,8 @@ def _plot_augment(args, out: Path) -> int:
     plots.augment_grid(X[rows], augment, out, seed=args.seed,
                        title=f"How the {preset.name} recipe changes {dataset.name}'s images for training"
                              f"\n{preset.augmentation_text()}"
-                             f"\ncolumns: a test image, then 8 random versions (seed {args.seed})")
+                             f"\ncolumns: a test image, then 8 random versions (seed {args.seed})"
+                             + (", at full strength" if preset.fade else ""))
     print(f"wrote {out}")
     return 0
 

@@ -56,7 +56,8 @@ def describe(p) -> str:
         ("distortions", ", ".join(filter(None, (
             f"elastic α {p.elastic:g}, σ {p.elastic_sigma:g}" if p.elastic else "",
             f"rotations ≤ {p.rotate:g}°" if p.rotate else "", f"zoom ≤ ±{p.zoom:g}" if p.zoom else "",
-            f"shear ≤ {p.shear:g}" if p.shear else ""))) or "none"),
+            f"shear ≤ {p.shear:g}" if p.shear else "",
+            f"fading to none over the last {p.fade} epochs" if p.fade and p.distorts else ""))) or "none"),
         ("dropout", f"{p.dropout:g} on every hidden layer" if p.dropout else "none"),
         ("split", p.split),
         ("data", p.data), ("command", p.command),

@@ -66,7 +66,7 @@ it at a lower rate (--resume CHECKPOINT --lr RATE).
 """
 
 _RECIPE_FLAGS = ("layers", "activation", "output", "loss", "init", "optimizer", "lr", "batch_size",
-                 "epochs", "l2", "schedule", "scale", "split", "shift", "elastic", "affine", "dropout")
+                 "epochs", "l2", "schedule", "scale", "split", "shift", "elastic", "affine", "fade", "dropout")
 
 
 def add_parser(subparsers):
@@ -111,6 +111,10 @@ def add_parser(subparsers):
                    help="turn each training image by up to DEG degrees, scale it by up to ±ZOOM "
                         "and shear it by up to SHEAR, at random every epoch (e.g. 10,0.1,0.15; "
                         "0,0,0: off)")
+    r.add_argument("--fade", type=nonnegative_int, metavar="N",
+                   help="weaken the distortions (--elastic, --affine) over the last N epochs, "
+                        "to none in the last one, so training ends on digits as they are "
+                        "(0: off)")
     r.add_argument("--dropout", type=dropout_rate, metavar="P",
                    help="drop each hidden unit with probability P in every training step "
                         "(0: off; predictions never drop)")
@@ -256,6 +260,9 @@ def run(args) -> int:
         headline = f"resuming {args.resume} after epoch {header['checkpoint'].get('epoch')}: "
     else:
         preset = get_preset(args.preset or DEFAULT_PRESET).with_overrides(overrides)
+        if args.fade and not preset.distorts:      # a preset's own fade just has nothing to do
+            raise DigitnetError(f"--fade {args.fade} weakens the distortions at the end of a run, but "
+                                f"this recipe has none: add --elastic or --affine, or leave --fade out")
         seed = 0 if args.seed is None else args.seed
         data, subset = args.data or preset.data, args.subset
         headline = ""
