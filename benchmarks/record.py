@@ -3,13 +3,15 @@
 Usage::
 
     python benchmarks/record.py run --seeds 0,1,2              # the full preset, one seed after the other
+    python benchmarks/record.py run --seeds 0,1,2 --checkpoints   # ... writing the checkpoint, as users do
     python benchmarks/record.py run --seeds 0 --epochs 15 --tag "no dropout" --set dropout=0
     python benchmarks/record.py report                         # only rewrite the section of PRESETS.md
     python benchmarks/record.py cost                           # CPU time of the distortions per epoch
     python benchmarks/record.py prefetch                       # an epoch with and without the prefetch thread
 
 Every run is the command a user types, ``digitnet train --preset record --seed S``
-(plus ``--epochs`` and the recipe flags that ``--set`` turns into overrides), started
+(plus ``--epochs``, the recipe flags that ``--set`` turns into overrides, and
+``--no-checkpoint`` unless ``--checkpoints`` is given), started
 as a child process; its time is the wall-clock time of that whole process:
 Python's start, the imports, loading MNIST, training, the test evaluation and
 saving the model.  The accuracy is the test accuracy the model file records.

@@ -76,6 +76,9 @@ def parse(argv=None):
     p.add_argument("--save-at", type=int, default=0, help="save the weights and momentum after epoch K")
     p.add_argument("--save", type=Path, help="... into this file (.npz)")
     p.add_argument("--resume", type=Path, help="continue from a file --save wrote")
+    p.add_argument("--subset", type=int, help="train on the first N training images only (quick checks)")
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help=f"where to append the result (default {RESULTS})")
     return p.parse_args(argv)
 
 
@@ -118,6 +121,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     started = time.perf_counter()
     X, y = load_mnist("train")
+    X, y = X[:args.subset], y[:args.subset]
     X_test, y_test = load_mnist("test")
     net = Network([int(s) for s in args.layers.split(",")], activation="relu", output="softmax",
                   loss="cross_entropy", init="he", seed=args.seed)
@@ -145,8 +149,8 @@ def main(argv=None) -> int:
         result["ema_test_accuracy"] = watch.accuracy(watch.ema)
     if watch.n_swa:
         result["swa_test_accuracy"] = watch.accuracy((watch.swa / watch.n_swa).astype(net.dtype))
-    OUT.mkdir(exist_ok=True)
-    with RESULTS.open("a", encoding="utf-8") as f:
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    with args.results.open("a", encoding="utf-8") as f:
         f.write(json.dumps(result) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("settings", "curve")}))
     return 0

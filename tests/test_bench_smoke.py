@@ -114,3 +114,22 @@ def test_the_plain_numpy_yardstick_computes_digitnets_gradients(hidden, output, 
     for (dW, db), (pW, pb) in zip(grads, plain_grads):
         np.testing.assert_allclose(pW, dW, rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(pb, db, rtol=1e-10, atol=1e-14)
+
+
+def test_the_ablation_twins_share_their_start(tmp_path):
+    """A run resumed from its own saved state with nothing changed ends where the run did;
+    with the fade it does not: what `record_ablation.py` measures in pairs is the ingredient."""
+    results = tmp_path / "r.jsonl"
+    common = ["--layers", "784,8,10", "--epochs", "2", "--subset", "1000", "--batch", "50",
+              "--eval-every", "1", "--label-smoothing", "0.1", "--ema", "0.99", "--swa", "2",
+              "--results", str(results)]
+    script = [sys.executable, str(ROOT / "benchmarks" / "record_ablation.py")]
+    for extra in (["--tag", "whole", "--save-at", "1", "--save", str(tmp_path / "a.npz")],
+                  ["--tag", "twin", "--resume", str(tmp_path / "a.npz")],
+                  ["--tag", "faded twin", "--resume", str(tmp_path / "a.npz"), "--fade", "1"]):
+        subprocess.run(script + common + extra, check=True, capture_output=True, timeout=300)
+    whole, twin, faded = (json.loads(line) for line in results.read_text().splitlines())
+    assert twin["test_accuracy"] == whole["test_accuracy"] and twin["curve"]["2"] == whole["curve"]["2"]
+    assert "ema_test_accuracy" in whole and "swa_test_accuracy" in whole
+    assert faded["test_accuracy"] != whole["test_accuracy"]
+    assert 0.5 < whole["test_accuracy"] < 1
