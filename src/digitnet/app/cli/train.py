@@ -42,6 +42,9 @@ EXAMPLES = """\
   digitnet train --preset zhang --data train.csv  Kaggle's train.csv instead of MNIST
   digitnet train --preset xor                     a two-second demo on the XOR table
   digitnet train --preset nielsen --subset 5000 --epochs 3  a quick look
+  digitnet train --preset record                  distorted digits: ~99.5% in ~8 minutes on two cores
+  digitnet train --elastic 34,5 --affine 15,0.15,0.15 --fade 5 --epochs 30
+                                                  best, on distorted digits; the last 5 epochs fade them out
   digitnet train --resume digitnet-best.ckpt.npz --epochs 20    continue a run
   digitnet train --resume digitnet-best.ckpt.npz --lr 0.01      continue at a lower rate
 
